@@ -95,7 +95,16 @@ PIPELINE_SPEC: Spec = {
         },
         True,
     ),
-    "batch": (dict, False),  # owned by the batch pipeline; validated there
+    "batch": (
+        {
+            "sources": ({ANY_KEYS: list}, True),
+            "extra_columns": (str, True),
+            "jdbc_partitions": (int, True),
+            "snapshot_retention": (int, True),
+            "quality": (dict, False),  # validated by batch.rules.QualityParams.from_config
+        },
+        True,
+    ),
 }
 
 STREAMING_SPEC: Spec = {"simulator": (dict, True), "query": (dict, True)}
@@ -105,8 +114,14 @@ ML_SPEC: Spec = {ANY_KEYS: object}
 def _type_name(expected: Any) -> str:
     if isinstance(expected, Mapping):
         return "a mapping"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "a list", dict: "a mapping"}.get(expected, getattr(expected, "__name__", "?"))
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a mapping",
+    }.get(expected, getattr(expected, "__name__", "?"))
 
 
 def _check_type(value: Any, expected: Any) -> bool:

@@ -152,5 +152,7 @@ def timed(name: str, logger: logging.Logger | None = None) -> Iterator[StepTimin
                 "%s: %.2f s%s",
                 name,
                 timing.seconds,
-                f", {timing.rows_out or timing.rows_in:,} rows ({rate:,.0f} rows/s)" if rate else "",
+                f", {timing.rows_out or timing.rows_in:,} rows ({rate:,.0f} rows/s)"
+                if rate
+                else "",
             )

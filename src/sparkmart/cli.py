@@ -1,0 +1,318 @@
+"""The `sparkmart` command line: one app, one sub-command per stage.
+
+Commands only parse options, build the session and call the package; the work lives in the
+stage modules so that scripts for spark-submit, notebooks and tests call the same code.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sparkmart.config import ConfigError, Settings, load_settings
+from sparkmart.io.postgres import PgSettings, PostgresError
+from sparkmart.schemas import ENTITIES, FORMATS
+
+app = typer.Typer(
+    help="sparkmart: retail analytics on Apache Spark (batch, streaming, ML, benchmarks).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigDirOption = Annotated[
+    Path | None,
+    typer.Option("--config-dir", help="Directory with spark_config.json and friends."),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--profile", help="Spark profile from spark_config.json (local, test, cluster)."),
+]
+MasterOption = Annotated[
+    str | None, typer.Option("--master", help="Override the profile's Spark master URL.")
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def echo(message: str = "") -> None:
+    typer.echo(message)
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn the project's expected failures into one readable line and a non-zero exit."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(f"configuration: {exc}")
+    except PostgresError as exc:
+        fail(f"PostgreSQL: {exc}")
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def load(
+    config_dir: Path | None,
+    profile: str | None,
+    master: str | None = None,
+    data_dir: Path | None = None,
+) -> Settings:
+    return load_settings(config_dir, profile, {"master": master}, data_dir=data_dir)
+
+
+def parse_formats(formats: str) -> list[str]:
+    chosen = [item.strip().lower() for item in formats.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in FORMATS]
+    if unknown or not chosen:
+        raise ValueError(
+            f"--formats: unknown format(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(FORMATS)}"
+        )
+    return chosen
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    """A plain aligned table: readable in a terminal and in CI logs alike."""
+    cells = [[f"{v:,}" if isinstance(v, int) else str(v) for v in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    echo(line)
+    echo("  ".join("-" * w for w in widths))
+    for row in cells:
+        echo(
+            "  ".join(
+                v.rjust(w) if i > 0 else v.ljust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+
+
+# --- generate ------------------------------------------------------------------------------
+
+
+def run_generate_files(
+    settings: Settings,
+    scale: str | None,
+    seed: int | None,
+    out: Path | None,
+    formats: list[str],
+    counts_override: dict[str, int | None],
+) -> dict[str, Any]:
+    from sparkmart.generate import generate, resolve_counts, write_generated
+    from sparkmart.spark_utils import get_spark
+
+    gen_config = settings.pipeline["generate"]
+    counts = resolve_counts(settings, scale, **counts_override)
+    out_dir = out or settings.path("raw")
+    spark = get_spark(settings.spark)
+    started = time.perf_counter()
+    data = generate(spark, counts, seed if seed is not None else gen_config["seed"], gen_config)
+    summary = write_generated(data, out_dir, formats, settings.path("streaming"))
+    seconds = time.perf_counter() - started
+    echo(
+        f"generated {', '.join(f'{counts[e]:,} {e}' for e in ENTITIES)} in {seconds:.1f} s "
+        f"-> {out_dir}"
+    )
+    print_generate_summary(summary, formats)
+    return summary
+
+
+def print_generate_summary(summary: dict[str, Any], formats: list[str]) -> None:
+    rows = []
+    for entity in ENTITIES:
+        per_format = summary[entity]
+        rows.append([entity, *[per_format[fmt] for fmt in formats]])
+    print_table(["entity (rows written)", *formats], rows)
+    if extra := {k: v for k, v in summary.items() if k not in ENTITIES}:
+        for key, value in extra.items():
+            echo(f"{key}: {value}")
+
+
+def run_generate_postgres(settings: Settings, seed: int | None) -> dict[str, int]:
+    """Seed the previous project's tables ``public.*`` (replaced whole, all or nothing)."""
+    from sparkmart.generate import postgres_seed
+    from sparkmart.io.postgres import ensure_database, ensure_schemas, replace_table_atomically
+    from sparkmart.schemas import PRIMARY_KEYS
+    from sparkmart.spark_utils import get_spark
+
+    pg = PgSettings.from_env()
+    ensure_database(pg)
+    ensure_schemas(pg)
+    spark = get_spark(settings.spark)
+    tables = dict(
+        zip(ENTITIES, postgres_seed(spark, settings.pipeline["generate"], seed), strict=True)
+    )
+    written = {
+        entity: replace_table_atomically(
+            df, pg, f"public.{entity}", primary_key=PRIMARY_KEYS[entity]
+        )
+        for entity, df in tables.items()
+    }
+    echo(f"seeded {pg.display}: " + ", ".join(f"public.{t} {n:,} rows" for t, n in written.items()))
+    return written
+
+
+@app.command()
+def generate(
+    scale: Annotated[
+        str | None, typer.Option(help="Preset size: tiny, small, medium, large.")
+    ] = "small",
+    seed: Annotated[int | None, typer.Option(help="Random seed (default from config).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default data/batch/raw).")
+    ] = None,
+    formats: Annotated[
+        str, typer.Option(help="Comma-separated: parquet,json,csv,avro.")
+    ] = ",".join(FORMATS),
+    customers: Annotated[int | None, typer.Option(help="Override the preset's customers.")] = None,
+    products: Annotated[int | None, typer.Option(help="Override the preset's products.")] = None,
+    orders: Annotated[int | None, typer.Option(help="Override the preset's orders.")] = None,
+    target: Annotated[
+        str, typer.Option(help="files: raw files in every format; postgres: seed public.*.")
+    ] = "files",
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+    master: MasterOption = None,
+) -> None:
+    """Generate synthetic customers, products and orders with planted structure and defects."""
+    with clear_errors():
+        settings = load(config_dir, profile, master)
+        if target == "postgres":
+            run_generate_postgres(settings, seed)
+        elif target == "files":
+            run_generate_files(
+                settings,
+                scale,
+                seed,
+                out,
+                parse_formats(formats),
+                {"customers": customers, "products": products, "orders": orders},
+            )
+        else:
+            raise ValueError(f"--target: unknown target '{target}' (choose files or postgres)")
+
+
+def run_batch_command(
+    settings: Settings,
+    input_dir: Path | None,
+    source: str | None,
+    out: Path | None,
+    incremental: bool,
+    strict: bool,
+    postgres: bool,
+) -> None:
+    from sparkmart.batch.pipeline import BatchOptions, run_batch
+    from sparkmart.batch.quality import QualityRuleError
+    from sparkmart.io.postgres import ensure_database, ensure_schemas
+    from sparkmart.spark_utils import get_spark
+
+    options = BatchOptions.from_settings(
+        settings,
+        input_dir,
+        out,
+        source,
+        incremental=incremental,
+        strict=strict,
+        export_postgres=postgres,
+    )
+    pg = None
+    if postgres or incremental or source == "postgres":
+        pg = PgSettings.from_env()
+        ensure_database(pg)
+        ensure_schemas(pg)
+    if not options.input_dir.exists() and source != "postgres":
+        raise FileNotFoundError(
+            f"--input {options.input_dir} does not exist: run `sparkmart generate` first"
+        )
+    spark = get_spark(settings.spark)
+    try:
+        summary = run_batch(spark, settings, options, pg)
+    except QualityRuleError as exc:
+        fail(str(exc), code=3)
+    echo(summary.format())
+    echo(f"\noutput under {options.out_dir.resolve()}")
+
+
+@app.command()
+def batch(
+    input: Annotated[
+        Path | None, typer.Option("--input", help="Raw data root (default data/batch/raw).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Read every entity from: parquet, json, csv, avro or postgres "
+            "(default: batch.sources in config/pipeline.yaml)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Batch output root (default data/batch).")
+    ] = None,
+    incremental: Annotated[
+        bool, typer.Option(help="Process only rows past the last run's high-water mark.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Fail on the first quality-rule failure instead of quarantining.")
+    ] = False,
+    postgres: Annotated[
+        bool, typer.Option(help="Export to PostgreSQL analytics.* and write the audit trail.")
+    ] = True,
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+    master: MasterOption = None,
+) -> None:
+    """Run the batch pipeline: bronze -> silver (+ quarantine) -> gold -> exports."""
+    with clear_errors():
+        settings = load(config_dir, profile, master)
+        run_batch_command(settings, input, source, out, incremental, strict, postgres)
+
+
+@app.command()
+def demo(
+    scale: Annotated[str, typer.Option(help="Preset size for the generated data.")] = "small",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Root of all output (default data/).")
+    ] = None,
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+    master: MasterOption = None,
+) -> None:
+    """The main job end to end: generate data in every format and seed PostgreSQL."""
+    with clear_errors():
+        started = time.perf_counter()
+        settings = load(config_dir, profile, master, data_dir=data_dir)
+        echo(f"== 1/2 generate '{scale}' data in {', '.join(FORMATS)} ==")
+        run_generate_files(
+            settings,
+            scale,
+            None,
+            None,
+            list(FORMATS),
+            {"customers": None, "products": None, "orders": None},
+        )
+        echo("\n== 2/2 seed PostgreSQL public.* (the previous project's tables) ==")
+        run_generate_postgres(settings, None)
+        echo(
+            f"\ndemo finished in {time.perf_counter() - started:.0f} s; "
+            f"output under {settings.data_dir.resolve()}"
+        )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -143,9 +143,12 @@ def test_order_lines_broadcast_hint_changes_plan_not_values(spark: SparkSession)
     hinted = enrich.order_lines(orders, products, broadcast_products=True)
     plain = enrich.order_lines(orders, products, broadcast_products=False)
     assert "BroadcastHashJoin" in hinted._jdf.queryExecution().executedPlan().toString()
+    # two rows would be broadcast by Spark on its own: False must prevent it
+    assert "SortMergeJoin" in plain._jdf.queryExecution().executedPlan().toString()
     assertDataFrameEqual(hinted, plain)
-    assert enrich.should_broadcast(1_000) is True
-    assert enrich.should_broadcast(1_000_000) is False
+    assert enrich.should_broadcast(1_000, threshold_mb=32) is True
+    assert enrich.should_broadcast(1_000_000, threshold_mb=32) is False  # ~61 MB
+    assert enrich.should_broadcast(1_000_000, threshold_mb=64) is True
 
 
 def test_salted_join_equals_plain_join(spark: SparkSession) -> None:
@@ -452,7 +455,7 @@ def test_sales_trends_growth_and_moving_averages(spark: SparkSession) -> None:
         order(6, 3, 1, "2024-03-05 10:00:00", "processing", unit_price="40.00"),
         order(7, 3, 1, "2024-03-06 10:00:00", unit_price="99.00"),  # after as_of
     ]
-    trends = analytics.sales_trends(lines_of(spark, orders, products), as_of)
+    trends = analytics.sales_trends(lines_of(spark, orders, products), as_of).cache()
     assert trends.columns == analytics.GOLD_COLUMNS["sales_trends"]
     columns = ["period_start", "period_end", "is_complete", "orders_placed", "orders", "units",
                "revenue", "orders_growth", "revenue_growth"]  # fmt: skip
@@ -491,6 +494,7 @@ def test_sales_trends_growth_and_moving_averages(spark: SparkSession) -> None:
             Row(day("2024-03-05"), D("0.00"), -1.0, 25 / 7, 55 / 28),  # 02-07..03-05: 30 + 25
         ],
     )
+    trends.unpersist()
 
 
 def test_cohorts_retention(spark: SparkSession) -> None:

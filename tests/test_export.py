@@ -20,7 +20,13 @@ from sparkmart.batch.export import (
     write_parquet_atomically,
     write_snapshot,
 )
-from sparkmart.io.postgres import PgSettings, PostgresError, query_rows, read_table
+from sparkmart.io.postgres import (
+    PgSettings,
+    PostgresError,
+    execute_sql,
+    query_rows,
+    read_table,
+)
 
 
 def test_csv_report_is_one_file_with_a_header(spark: SparkSession, tmp_path: Path) -> None:
@@ -92,8 +98,9 @@ def test_postgres_export_is_all_or_nothing_per_table(spark: SparkSession, pg: Pg
         [(1, dt.date(2025, 1, 1), 3, 1), (2, dt.date(2025, 1, 1), 4, 2)],
         "cohort_month_id long, cohort_month date, months_since_first int, cohort_size long",
     ).drop("cohort_month_id")
-    export_to_postgres({"cohorts": first}, pg, schema_name="analytics")
-    before = sorted(query_rows(pg, "SELECT * FROM analytics.cohorts"))
+    execute_sql(pg, "CREATE SCHEMA IF NOT EXISTS export_test")  # not shared with other tests
+    export_to_postgres({"cohorts": first}, pg, schema_name="export_test")
+    before = sorted(query_rows(pg, "SELECT * FROM export_test.cohorts"))
 
     # a second export that fails while Spark computes it must leave the table as it was
     broken = first.withColumn(
@@ -103,6 +110,6 @@ def test_postgres_export_is_all_or_nothing_per_table(spark: SparkSession, pg: Pg
         ),
     )
     with pytest.raises(PostgresError):
-        export_to_postgres({"cohorts": broken}, pg, schema_name="analytics")
-    assert sorted(query_rows(pg, "SELECT * FROM analytics.cohorts")) == before
-    assertDataFrameEqual(read_table(spark, pg, "analytics.cohorts"), first)
+        export_to_postgres({"cohorts": broken}, pg, schema_name="export_test")
+    assert sorted(query_rows(pg, "SELECT * FROM export_test.cohorts")) == before
+    assertDataFrameEqual(read_table(spark, pg, "export_test.cohorts"), first)

@@ -289,11 +289,11 @@ def demo(
     profile: ProfileOption = None,
     master: MasterOption = None,
 ) -> None:
-    """The main job end to end: generate data in every format and seed PostgreSQL."""
+    """The main job end to end: generate data, seed PostgreSQL, run the batch pipeline."""
     with clear_errors():
         started = time.perf_counter()
         settings = load(config_dir, profile, master, data_dir=data_dir)
-        echo(f"== 1/2 generate '{scale}' data in {', '.join(FORMATS)} ==")
+        echo(f"== 1/3 generate '{scale}' data in {', '.join(FORMATS)} ==")
         run_generate_files(
             settings,
             scale,
@@ -302,11 +302,16 @@ def demo(
             list(FORMATS),
             {"customers": None, "products": None, "orders": None},
         )
-        echo("\n== 2/2 seed PostgreSQL public.* (the previous project's tables) ==")
+        echo("\n== 2/3 seed PostgreSQL public.* (the previous project's tables) ==")
         run_generate_postgres(settings, None)
+        echo("\n== 3/3 batch pipeline: bronze -> silver (+ quarantine) -> gold -> exports ==")
+        run_batch_command(settings, None, None, None, False, False, True)
+        pg = PgSettings.from_env()
         echo(
             f"\ndemo finished in {time.perf_counter() - started:.0f} s; "
-            f"output under {settings.data_dir.resolve()}"
+            f"output under {settings.data_dir.resolve()}\n"
+            f"query the results: psql '{pg.display}' -c 'SELECT * FROM analytics.sales_trends "
+            "WHERE grain = $$month$$ ORDER BY period_start'"
         )
 
 

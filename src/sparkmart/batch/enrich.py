@@ -40,10 +40,10 @@ MONEY_TOTAL = DecimalType(18, 2)  # sums over many orders
 REALIZED_STATUSES: tuple[str, ...] = ("delivered", "shipped")
 RETURNED_STATUS = "returned"
 
-# Broadcast the products side of the order-lines join below this many product rows. The slim
-# projection (product_id, category, cost) costs about 60 bytes a row in a broadcast hash
-# relation, so 500k rows is ~30 MB: the size of the `local` profile's broadcast threshold.
-BROADCAST_MAX_PRODUCTS = 500_000
+# Memory of one product in the broadcast hash relation of (product_id, category, cost): an
+# UnsafeRow of three fields, its key and link, and a dense-index slot. Measured: 1M products
+# broadcast as 71.6 MiB (rows in one 64 MiB page + an 8 MB index); see docs/definitions.md.
+BROADCAST_BYTES_PER_PRODUCT = 64
 
 ORDER_VALUE_STATS_SCHEMA = StructType(
     [
@@ -79,12 +79,14 @@ def is_realized(status: str = "status") -> Column:
     return F.col(status).isin(*REALIZED_STATUSES)
 
 
-def should_broadcast(product_rows: int, max_rows: int = BROADCAST_MAX_PRODUCTS) -> bool:
+def should_broadcast(product_rows: int, threshold_mb: int = 32) -> bool:
     """Whether to broadcast products into the order-lines join, from a known row count.
 
-    The pipeline knows the silver row count from its audit, so the decision costs no extra job.
+    ``threshold_mb`` is the Spark profile's ``broadcast_threshold_mb``; the pipeline knows the
+    silver row count from its audit, so the decision costs no extra job. 32 MB allows about
+    520k products: the ``medium`` scale (1M products) is not broadcast.
     """
-    return product_rows <= max_rows
+    return product_rows * BROADCAST_BYTES_PER_PRODUCT <= threshold_mb * 1024 * 1024
 
 
 def order_lines(
@@ -92,16 +94,18 @@ def order_lines(
 ) -> DataFrame:
     """Orders with order_date, category, unit_cost, net_revenue, cost, margin and is_realized.
 
-    ``broadcast_products``: True adds a broadcast hint (use ``should_broadcast``); False or None
-    adds none and leaves the choice to Spark (its size estimate against
-    ``spark.sql.autoBroadcastJoinThreshold``, and AQE, which can still switch to a broadcast
-    join once the real size of the shuffled products is known). Products may be 1M rows at the
-    ``medium`` scale, so the hint is a decision made from the row count, never a default.
-    A left join keeps orders whose product is unknown (category and cost null).
+    ``broadcast_products`` (decide with ``should_broadcast``): True adds a broadcast hint;
+    False a shuffle-merge hint, so the products are never broadcast; None leaves the choice to
+    Spark. Spark estimates a Parquet table's size from its files, which understates memory
+    here: 1M products are 14 MB of Parquet but a 72 MiB broadcast relation, so left to itself
+    Spark broadcasts them under a 32 MB threshold. A left join keeps orders whose product is
+    unknown (category and cost null).
     """
     product_costs = products.select("product_id", "category", F.col("cost").alias("unit_cost"))
-    if broadcast_products:
+    if broadcast_products is True:
         product_costs = F.broadcast(product_costs)
+    elif broadcast_products is False:
+        product_costs = product_costs.hint("shuffle_merge")
     lines = orders.join(product_costs, on="product_id", how="left")
     line_cost = (F.col("quantity") * F.col("unit_cost")).cast(MONEY_LINE)
     return (
@@ -319,12 +323,12 @@ def customer_order_value_stats(
         "customer_id", F.col("net_revenue").cast("double").alias("order_value")
     )
     if method == "pandas":
-        return order_values.repartition("customer_id").mapInPandas(
+        stats = order_values.repartition("customer_id").mapInPandas(
             _median_and_mad_by_customer, schema=ORDER_VALUE_STATS_SCHEMA
         )
-    if method == "builtin":
+    elif method == "builtin":
         by_customer = Window.partitionBy("customer_id")
-        return (
+        stats = (
             order_values.withColumn("median_order_value", F.median("order_value").over(by_customer))
             .groupBy("customer_id", "median_order_value")
             .agg(
@@ -333,4 +337,11 @@ def customer_order_value_stats(
                 )
             )
         )
-    raise ValueError(f"method must be 'pandas' or 'builtin', got {method!r}")
+    else:
+        raise ValueError(f"method must be 'pandas' or 'builtin', got {method!r}")
+    # Medians of cents are exact to the half cent: round away floating-point noise (1e-13).
+    return stats.select(
+        "customer_id",
+        F.round("median_order_value", 3).alias("median_order_value"),
+        F.round("order_value_mad", 3).alias("order_value_mad"),
+    )

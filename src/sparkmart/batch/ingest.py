@@ -283,12 +283,12 @@ def read_source(
         typed = _typed_columns(as_written, schema, report, keep=[MODIFIED])
         return _only_increment(typed, increment), report
 
-    from sparkmart.io.avro import AvroSchemaMismatchError, read_avro
+    from sparkmart.io.avro import AvroSchemaMismatchError, UnsupportedAvroTypeError, read_avro
 
     report = SchemaReport(source.label)
     try:
         df = read_avro(spark, path, schema)
-    except AvroSchemaMismatchError as exc:
+    except (AvroSchemaMismatchError, UnsupportedAvroTypeError) as exc:
         raise SchemaMismatchError(f"{source.label}: {exc}") from exc
     return _only_increment(_typed_columns(df, schema, report), increment), report
 

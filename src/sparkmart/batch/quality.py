@@ -178,13 +178,15 @@ def standardise(entity: str, params: QualityParams) -> Transform:
         "payment_method": F.lower,
     }
 
+    strings = [f.name for f in schema.fields if isinstance(f.dataType, StringType)]
+
     def apply(df: DataFrame) -> DataFrame:
-        changes = {}
-        for f in schema.fields:
-            if isinstance(f.dataType, StringType):
-                cleaned = clean_text(F.col(f.name))
-                changes[f.name] = special.get(f.name, lambda c: c)(cleaned)
-        return df.withColumns(changes)
+        # Two projections: the per-column functions refer to the cleaned value several times,
+        # and a column reference keeps the expression tree (and the plan) small.
+        cleaned = df.withColumns({name: clean_text(F.col(name)) for name in strings})
+        return cleaned.withColumns(
+            {name: special[name](F.col(name)) for name in strings if name in special}
+        )
 
     return apply
 

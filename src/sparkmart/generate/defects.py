@@ -30,8 +30,8 @@ from sparkmart.generate.params import (
     PAYMENT_METHODS,
     GenerationPlan,
 )
-from sparkmart.generate.random import below, uniform
-from sparkmart.generate.sql import array_of, codegen_boundary, literal, lookup, with_sql
+from sparkmart.generate.random import below, stream_id, uniform
+from sparkmart.generate.sql import array_of, codegen_boundary, literal, lookup, money, with_sql
 from sparkmart.io.files import TEXT_OPTIONS
 from sparkmart.schemas import PRIMARY_KEYS, RAW_SCHEMAS
 
@@ -99,7 +99,9 @@ ENTITY_DEFECTS: Mapping[str, EntityDefects] = {
         ),
     ),
 }
-PAST_EPOCH = -2208988800  # 1900-01-01T00:00:00Z
+PAST_EPOCH = -2208988800  # 1900-01-01T00:00:00Z: out-of-range dates fall in 1900..1909
+FUTURE_YEARS = 50  # future dates fall 50..60 years after the end of the history
+YEAR_SECONDS = 365 * 86400
 VALUE_DEFECTS = ("null_value", "bad_email", "bad_phone", "bad_quantity", "orphan_fk", "bad_date")
 
 
@@ -192,8 +194,9 @@ def _value_changes(spec: EntityDefects, plan: GenerationPlan) -> list[tuple[str,
         change("bad_date", "signup_date", bad_signup)
     elif spec.entity == "orders":
         change("bad_quantity", "quantity", f"CAST(0 - {below(u, 5)} AS INT)")
-        past = f"{PAST_EPOCH}L + {below(u, 3650 * 86400)}"
-        future = f"{plan.end_epoch + 86400}L + {below(u, 3 * 365 * 86400)}"
+        past = f"{PAST_EPOCH}L + {below(u, 10 * YEAR_SECONDS)}"
+        # far enough ahead to be in the future of any run (a quality check's "now")
+        future = f"{plan.end_epoch + FUTURE_YEARS * YEAR_SECONDS}L + {below(u, 10 * YEAR_SECONDS)}"
         when = f"timestamp_seconds(CASE WHEN {variant} < 2 THEN {future} ELSE {past} END)"
         change("bad_date", "order_ts", when)
         # an id past the end of the referenced table: guaranteed not to exist
@@ -265,7 +268,7 @@ def _older_product(spec: EntityDefects, plan: GenerationPlan) -> tuple[dict[str,
     changed = {
         "stock_quantity": f"CASE WHEN {variant} = 0"
         f" THEN CAST(stock_quantity + 1 + {below(u, 50)} AS INT) ELSE stock_quantity END",
-        "price": f"CASE WHEN {variant} = 1 THEN CAST(round(price * 1.1D, 2) AS DECIMAL(10,2))"
+        "price": f"CASE WHEN {variant} = 1 THEN {money('CAST(price AS DOUBLE) * 1.1D')}"
         " ELSE price END",
         "_defect_column": f"CASE WHEN {variant} = 0 THEN 'stock_quantity' ELSE 'price' END",
     }
@@ -364,7 +367,7 @@ def with_garbage_line(df: DataFrame, spec: EntityDefects, plan: GenerationPlan) 
     )
     keep = f"2 + {below(u, n_columns - 3)}"
     cut = f"CAST(floor(length(_json) * (0.3D + 0.5D * {u})) AS INT)"
-    noise = f"concat('PARTIAL WRITE ', hex(xxhash64({plan.seed}L, {spec.key}, 'garbage')))"
+    noise = f"concat('PARTIAL WRITE ', hex(xxhash64({spec.key}, {stream_id(plan.seed, 'noise')}L)))"
     line = (
         f"CASE {variant} WHEN 0 THEN array_join(slice(split(_csv, ','), 1, {keep}), ',')"
         " WHEN 1 THEN concat(_csv, ',,EXTRA')"

@@ -38,6 +38,7 @@ from sparkmart.generate.params import (
     FRAUD_PAYMENT_WEIGHTS,
     LAST_NAMES,
     LOCATIONS,
+    NEW_ACCOUNT_DAYS,
     PAYMENT_METHODS,
     PAYMENT_WEIGHTS,
     REORDER_LEAD_DAYS,
@@ -52,10 +53,13 @@ from sparkmart.generate.random import below, normal, permute, uniform, unpermute
 from sparkmart.generate.sql import (
     block_of,
     codegen_boundary,
+    decimal,
     literal,
     lookup,
     lookup2,
+    money,
     pick,
+    rounded,
     with_sql,
 )
 
@@ -64,8 +68,6 @@ MEAN_QUANTITY = 2.0  # rough mean order quantity, for reorder thresholds
 WEEKEND_PROCESSING_HOURS = (0.0, 0.0, 0.0, 0.0, 8.0, 30.0, 14.0)  # warehouse idles at weekends
 BULKY_DELIVERY_FACTOR = 1.3
 PROCESSING_MEDIAN_HOURS = 16.0
-MONEY_SQL = "DECIMAL(10,2)"
-RATE_SQL = "DECIMAL(4,3)"
 
 
 def partitions_for(spark: SparkSession, rows: int) -> int:
@@ -115,7 +117,7 @@ def product_price(plan: GenerationPlan, product_index: str, category: str) -> st
     sigma = lookup([c.price_sigma for c in CATEGORIES], category)
     z = normal(plan.seed, product_index, "product/price")
     raw = f"{median} * exp({sigma} * {z})"
-    return f"CAST(round(least(greatest({raw}, 0.99D), 9999.99D), 2) AS {MONEY_SQL})"
+    return money(f"least(greatest({raw}, 0.99D), 9999.99D)")
 
 
 # --- customers -----------------------------------------------------------------------------
@@ -234,7 +236,7 @@ def with_product_attributes(df: DataFrame, plan: GenerationPlan) -> DataFrame:
         },
         {
             "name": f"concat_ws(' ', brand, {adjective}, {noun})",
-            "cost": f"CAST(round(price * {margin}, 2) AS {MONEY_SQL})",
+            "cost": money(f"CAST(price AS DOUBLE) * {margin}"),
         },
     )
 
@@ -337,55 +339,70 @@ def with_fraud(df: DataFrame, plan: GenerationPlan) -> DataFrame:
     return with_sql(df, {"is_fraud": f"{selected} AND pmod(_idx, {FRAUD_BURST}) < {length}"})
 
 
-def _segment_member(plan: GenerationPlan, segment: str, low: str, high: str, u: str) -> str:
-    """Customer index of a uniform member of offsets ``[low[s], high[s])`` of segment ``s``."""
+def _by_segment(segment: str, prefix: str) -> str:
+    """The per-segment column ``{prefix}{segment}`` of a row, e.g. ``_low_2`` for segment 2."""
+    branches = " ".join(f"WHEN {k} THEN {prefix}{k}" for k in range(len(SEGMENTS)))
+    return f"CASE {segment} {branches} END"
+
+
+def _segment_member(plan: GenerationPlan, segment: str, low: str, u: str) -> str:
+    """Customer index of a uniform member of offsets ``[low, high)`` of the chosen segment."""
     starts = [b.start for b in plan.customer_blocks]
-    low_s = f"element_at({low}, {segment} + 1)"
-    high_s = f"element_at({high}, {segment} + 1)"
-    return f"{lookup(starts, segment)} + {low_s} + {below(u, f'greatest({high_s} - {low_s}, 1)')}"
+    low_s, high_s = _by_segment(segment, low), _by_segment(segment, "_high_")
+    count = f"greatest({high_s} - {low_s}, 1)"
+    return f"{lookup(starts, segment)} + {low_s} + {below(u, count)}"
 
 
-def with_order_customer(df: DataFrame, plan: GenerationPlan) -> DataFrame:
-    """Who orders: a heavy customer, a member of a segment chosen by activity, or a fraudster.
+def _pick_weighted(u: str, weights: list[str]) -> str:
+    """Index drawn with probability proportional to ``weights`` (SQL sums, some maybe 0).
 
-    Regular orders draw the segment by (eligible members x order rate) of the day, then a
-    member who signed up before that day. Fraud bursts use the burst's uniforms (one customer
-    per burst): 70% a brand-new account (opened in the last days), else an established one
+    Compares ``u * total`` with running sums; a zero-weight index is never drawn because an
+    earlier bound equal to its bound wins first.
+    """
+    running = [" + ".join(weights[: i + 1]) for i in range(len(weights))]
+    return pick(f"({u} * ({running[-1]}))", [f"({r})" for r in running])
+
+
+def with_eligible_customers(df: DataFrame, plan: GenerationPlan) -> DataFrame:
+    """Per segment, the offsets of members who may order on the row's day.
+
+    ``_high_k``: signed up before the day; ``_low_k``: dropped out before it (segments with a
+    lifetime); ``_new_low_k``: signed up before the last NEW_ACCOUNT_DAYS days, so
+    ``[_new_low_k, _high_k)`` are new accounts. Exact integer arithmetic, mirrored in numpy by
+    ``calendar.signed_up_before``.
+    """
+    columns: dict[str, str] = {}
+    for k in range(len(SEGMENTS)):
+        lifetime = plan.lifetime_days(k)
+        columns[f"_high_{k}"] = calendar.signed_up_before_sql(plan, k, "day")
+        columns[f"_low_{k}"] = (
+            calendar.signed_up_before_sql(plan, k, f"day - {lifetime}") if lifetime else "0"
+        )
+        columns[f"_new_low_{k}"] = calendar.signed_up_before_sql(
+            plan, k, f"day - {NEW_ACCOUNT_DAYS}"
+        )
+    return with_sql(df, columns)
+
+
+def with_order_segment(df: DataFrame, plan: GenerationPlan) -> DataFrame:
+    """Which kind of customer orders: heavy, a segment chosen by activity, or a fraudster's.
+
+    Regular orders draw the segment by (eligible members x order rate) of the day. Fraud
+    bursts use the burst's uniforms (one customer per burst): 70% a brand-new account (opened
+    in the last days; its segment by the number of new accounts), else an established one
     (account takeover).
     """
-    seed, segments = plan.seed, range(1, len(SEGMENTS) + 1)
-    heavy_count = plan.heavy_count()
+    seed, segments = plan.seed, range(len(SEGMENTS))
     heavy = (
         f"NOT is_fraud AND {uniform(seed, '_idx', 'order/heavy')} < {plan.heavy_order_share!r}D"
-        if heavy_count > 0
+        if plan.heavy_count() > 0
         else "false"
     )
+    activity = [f"(_high_{k} - _low_{k}) * {SEGMENTS[k].order_rate!r}D" for k in segments]
+    new_accounts = [f"(_high_{k} - _new_low_{k})" for k in segments]
     new_account = (
         f"{uniform(seed, '_burst', 'fraud/new')} < {FRAUD_NEW_ACCOUNT_SHARE!r}D"
-        " AND new_accounts > 0"
-    )
-    activity = [f"element_at(segment_cumulative, {i})" for i in segments]
-    new_pool = [f"element_at(new_cumulative, {i})" for i in segments]
-    heavy_member = (
-        f"{plan.customer_blocks[CHAMPIONS].start}"
-        f" + {below(uniform(seed, '_idx', 'order/heavy_pick'), max(1, heavy_count))}"
-    )
-    new_member = _segment_member(
-        plan, "_new_segment", "new_low", "new_high", uniform(seed, "_burst", "fraud/new_member")
-    )
-    takeover_member = _segment_member(
-        plan,
-        "_takeover_segment",
-        "segment_low",
-        "segment_high",
-        uniform(seed, "_burst", "fraud/member"),
-    )
-    regular_member = _segment_member(
-        plan,
-        "_regular_segment",
-        "segment_low",
-        "segment_high",
-        uniform(seed, "_idx", "order/member"),
+        f" AND {' + '.join(new_accounts)} > 0"
     )
     return with_sql(
         df,
@@ -397,14 +414,41 @@ def with_order_customer(df: DataFrame, plan: GenerationPlan) -> DataFrame:
             "_u_new_segment": uniform(seed, "_burst", "fraud/new_segment"),
         },
         {
-            "_regular_segment": pick("_u_segment", activity),
-            "_takeover_segment": pick("_u_fraud_segment", activity),
-            "_new_segment": pick("_u_new_segment", new_pool),
+            "_regular_segment": _pick_weighted("_u_segment", activity),
+            "_takeover_segment": _pick_weighted("_u_fraud_segment", activity),
+            "_new_segment": _pick_weighted("_u_new_segment", new_accounts),
         },
         {
             "segment": "CAST(CASE WHEN is_fraud AND _new_account THEN _new_segment"
             " WHEN is_fraud THEN _takeover_segment"
             f" WHEN _heavy THEN {CHAMPIONS} ELSE _regular_segment END AS INT)",
+        },
+    )
+
+
+def with_order_customer(df: DataFrame, plan: GenerationPlan) -> DataFrame:
+    """The customer: a uniform member of the chosen segment's eligible range (or a heavy one).
+
+    Members of the range signed up before the order's day, so no order precedes its
+    customer's signup.
+    """
+    seed = plan.seed
+    heavy_member = (
+        f"{plan.customer_blocks[CHAMPIONS].start}"
+        f" + {below(uniform(seed, '_idx', 'order/heavy_pick'), max(1, plan.heavy_count()))}"
+    )
+    new_member = _segment_member(
+        plan, "segment", "_new_low_", uniform(seed, "_burst", "fraud/new_member")
+    )
+    takeover_member = _segment_member(
+        plan, "segment", "_low_", uniform(seed, "_burst", "fraud/member")
+    )
+    regular_member = _segment_member(
+        plan, "segment", "_low_", uniform(seed, "_idx", "order/member")
+    )
+    return with_sql(
+        df,
+        {
             "_customer_index": f"CAST(CASE WHEN is_fraud AND _new_account THEN {new_member}"
             f" WHEN is_fraud THEN {takeover_member}"
             f" WHEN _heavy THEN {heavy_member} ELSE {regular_member} END AS BIGINT)",
@@ -436,8 +480,9 @@ def with_order_product(df: DataFrame, plan: GenerationPlan) -> DataFrame:
             f" ELSE {pick('_u_category', by_segment)} END AS INT)",
         },
         {
-            "_product_index": f"{lookup(starts, '_category')} - 1 + CASE WHEN is_fraud"
-            f" THEN 1 + {below(u_product, size)} ELSE {zipf_rank(u_product, size)} END",
+            "_product_index": f"CAST({lookup(starts, '_category')} - 1 + CASE WHEN is_fraud"
+            f" THEN 1 + {below(u_product, size)} ELSE {zipf_rank(u_product, size)} END"
+            " AS BIGINT)",
         },
         {
             "product_id": _permute("_product_index", plan.product_ids),
@@ -461,7 +506,8 @@ def with_order_basket(df: DataFrame, plan: GenerationPlan) -> DataFrame:
     high = per_segment([s.discount_range[1] for s in SEGMENTS])
     chance = per_segment([s.discount_probability for s in SEGMENTS])
     geometric = f"floor(-ln(1.0D - {u('quantity')}) * {extra})"
-    level = f"round(({low} + ({high} - {low}) * {u('discount_level')}) * 20) / 20"
+    drawn = f"({low} + ({high} - {low}) * {u('discount_level')})"
+    level = f"{rounded(f'{drawn} * 20')} / 20"  # whole 5% steps
     method = (
         f"CASE WHEN is_fraud THEN {pick('_u_payment', cumulative(FRAUD_PAYMENT_WEIGHTS))}"
         f" ELSE {pick('_u_payment', cumulative(PAYMENT_WEIGHTS))} END"
@@ -471,8 +517,11 @@ def with_order_basket(df: DataFrame, plan: GenerationPlan) -> DataFrame:
         {
             "quantity": f"CAST(CASE WHEN is_fraud THEN 3 + {below(u('fraud_quantity'), 6)}"
             f" ELSE 1 + least({geometric}, 11) END AS INT)",
-            "discount": f"CAST(CASE WHEN is_fraud OR {u('discount')} >= {chance} THEN 0.0D"
-            f" ELSE {level} END AS {RATE_SQL})",
+            "discount": decimal(
+                f"CASE WHEN is_fraud OR {u('discount')} >= {chance} THEN 0.0D ELSE {level} END",
+                4,
+                3,
+            ),
             "_u_payment": u("payment"),
         },
         {"payment_method": lookup(PAYMENT_METHODS, method)},
@@ -516,11 +565,11 @@ def with_order_fulfilment(df: DataFrame, plan: GenerationPlan) -> DataFrame:
             "_delivery_h": f"least(greatest({delivery}, 6.0D), 600.0D)",
         },
         {
-            "satisfaction": f"round(least(greatest({satisfaction}, 1.0D), 5.0D), 3)",
-            "_shipped_epoch": "_order_epoch + CAST(round(_processing_h * 3600) AS BIGINT)",
+            "satisfaction": rounded(f"least(greatest({satisfaction}, 1.0D), 5.0D)", 3),
+            "_shipped_epoch": f"_order_epoch + CAST({rounded('_processing_h * 3600')} AS BIGINT)",
         },
         {
-            "_delivered_epoch": "_shipped_epoch + CAST(round(_delivery_h * 3600) AS BIGINT)",
+            "_delivered_epoch": f"_shipped_epoch + CAST({rounded('_delivery_h * 3600')} AS BIGINT)",
             "_cancel_epoch": "_order_epoch + 60"
             f" + {below(u('cancel_at'), '_shipped_epoch - _order_epoch')}",
         },
@@ -561,7 +610,11 @@ def orders_base(spark: SparkSession, plan: GenerationPlan, hours: pd.DataFrame) 
     )
     return (
         exploded.transform(with_order_time, plan)
+        .transform(codegen_boundary)
         .transform(with_fraud, plan)
+        .transform(with_eligible_customers, plan)
+        .transform(codegen_boundary)
+        .transform(with_order_segment, plan)
         .transform(codegen_boundary)
         .transform(with_order_customer, plan)
         .transform(codegen_boundary)

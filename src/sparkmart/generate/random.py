@@ -1,25 +1,34 @@
 """Counter-based random numbers as Spark SQL expression text.
 
-Every random value is a pure function of (seed, row key, salt): a 64-bit ``xxhash64`` masked to
-53 bits and scaled to [0, 1). Nothing depends on partitioning, task order or retries, so the same
-seed and counts give the same content on one core or a cluster. Distinct salts give independent
-streams; every draw in the generator uses its own salt. Arguments named ``key``, ``u`` and ``n``
-are SQL text (a column name or an expression); see ``sql.py`` for why SQL text.
+Every random value is a pure function of (seed, row key, salt): ``xxhash64`` of the row key and a
+64-bit stream constant derived from (seed, salt), masked to 53 bits and scaled to [0, 1).
+Nothing depends on partitioning, task order or retries, so the same seed and counts give the
+same content on one core or a cluster. Every draw in the generator uses its own salt, i.e. its
+own independent stream. Keys must be BIGINT (an INT hashes differently). Arguments named
+``key``, ``u`` and ``n`` are SQL text (a column name or an expression); see ``sql.py`` for why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-
-from sparkmart.generate.sql import literal
 
 MASK_53 = (1 << 53) - 1
 SCALE_53 = float(1 << 53)
 
 
+def stream_id(seed: int, salt: str) -> int:
+    """A signed 64-bit constant naming one random stream: (seed, salt) hashed on the driver.
+
+    Hashing two longs in Spark is several times cheaper than hashing the salt string per row.
+    """
+    digest = hashlib.blake2b(f"{seed}/{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 def uniform(seed: int, key: str, salt: str) -> str:
-    """U[0, 1) from the hash of (seed, key, salt); 53 bits, exactly representable as a double."""
-    return f"((xxhash64({seed}L, {key}, {literal(salt)}) & {MASK_53}L) / {SCALE_53!r}D)"
+    """U[0, 1) from the hash of (key, stream of seed and salt); 53 bits, exact as a double."""
+    return f"((xxhash64({key}, {stream_id(seed, salt)}L) & {MASK_53}L) / {SCALE_53!r}D)"
 
 
 def normal(seed: int, key: str, salt: str) -> str:

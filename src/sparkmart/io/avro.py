@@ -44,7 +44,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import fastavro
 import numpy as np
@@ -326,28 +326,6 @@ def _plan_columns(avro_schema: dict[str, Any], wanted: StructType, where: str) -
     return plans
 
 
-def _decoding_schema(avro_schema: dict[str, Any]) -> dict[str, Any]:
-    """The file's schema without logical types, so fastavro returns raw ints and bytes.
-
-    fastavro picks logical conversions from the *writer* schema, which would build a datetime
-    or Decimal object per value only for us to turn it back into a number; decoding with this
-    schema (same binary layout) skips that and the columns are converted in bulk instead.
-    """
-
-    def strip(avro_type: Any) -> Any:
-        if isinstance(avro_type, list):
-            return [strip(branch) for branch in avro_type]
-        if isinstance(avro_type, dict):
-            return {key: value for key, value in avro_type.items() if key != "logicalType"}
-        return avro_type
-
-    return {
-        "type": "record",
-        "name": avro_schema.get("name", "Record"),
-        "fields": [{"name": f["name"], "type": strip(f["type"])} for f in avro_schema["fields"]],
-    }
-
-
 # --- writing: Arrow columns -> Avro binary, vectorised ----------------------------------------
 #
 # An Avro record is the concatenation of its fields' encodings, so each column is encoded on its
@@ -492,6 +470,28 @@ class _EncodedBlock:
 # --- reading: decoded Avro values -> Arrow columns ---------------------------------------------
 
 
+def _decoding_schema(avro_schema: dict[str, Any]) -> dict[str, Any]:
+    """The file's schema without logical types, so fastavro returns raw ints and bytes.
+
+    fastavro picks logical conversions from the *writer* schema, which would build a datetime
+    or Decimal object per value only for us to turn it back into a number; decoding with this
+    schema (same binary layout) skips that and the columns are converted in bulk instead.
+    """
+
+    def strip(avro_type: Any) -> Any:
+        if isinstance(avro_type, list):
+            return [strip(branch) for branch in avro_type]
+        if isinstance(avro_type, dict):
+            return {key: value for key, value in avro_type.items() if key != "logicalType"}
+        return avro_type
+
+    return {
+        "type": "record",
+        "name": avro_schema.get("name", "Record"),
+        "fields": [{"name": f["name"], "type": strip(f["type"])} for f in avro_schema["fields"]],
+    }
+
+
 def _decimal_from_avro_bytes(
     values: Sequence[bytes | None], arrow_type: pa.Decimal128Type, narrow: bool
 ) -> pa.Array:
@@ -613,7 +613,7 @@ def _file_schema(path: Path) -> dict[str, Any]:
         return json.loads(header.metadata["avro.schema"])
 
 
-def _find_sync(stream: Any, start: int, sync_marker: bytes) -> int | None:
+def _find_sync(stream: BinaryIO, start: int, sync_marker: bytes) -> int | None:
     """Offset of the first sync marker at or after ``start``, or None at end of file."""
     stream.seek(start)
     chunk_size = 1 << 16
@@ -653,7 +653,7 @@ class AvroCommitMessage(WriterCommitMessage):
 
 
 class AvroDataSource(DataSource):
-    """Avro files read and written by fastavro in Python workers.
+    """Avro files in Python workers: decoded by fastavro, encoded column-wise with Arrow.
 
     Read options: ``maxSplitBytes`` (split files larger than this, default 128 MiB),
     ``batchRows`` (rows per Arrow batch handed to Spark). Write options: ``compression``
@@ -770,7 +770,7 @@ def _read_split(split: AvroSplit, schema: StructType, batch_rows: int) -> Iterat
                 raise RuntimeError(f"{where}: block reader did not resume at offset {first_block}")
             if block.offset - 16 >= split.end:
                 break
-            block.writer_schema = decoding_schema
+            block.writer_schema = decoding_schema  # raw ints and bytes: see _decoding_schema
             records.extend(block)
             if len(records) >= batch_rows:
                 yield _record_batch(records, plans, arrow_schema, where)

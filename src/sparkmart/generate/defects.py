@@ -1,19 +1,18 @@
 """Plant data-quality defects in clean rows and record each one in the ground truth.
 
-Which row carries which defect is decided by a hash of (seed, entity, business key) alone, one
-uniform per row split into intervals by the configured rates, so a row carries at most one
-defect and the choice does not depend on any other attribute. Because the decision depends on
-the key only, Spark pushes the ``_defect`` filters of the duplicate copies, the truth table and
-the malformed lines down to the start of the plan: those passes compute full rows only for the
-few selected keys.
+Which row carries which defect is decided by a hash of (seed, entity, business key) alone: one
+uniform per row, split into intervals by the configured rates. So a row carries at most one
+defect, the choice does not depend on any other attribute, and a filter on ``_defect`` can be
+evaluated first: the truth table and the garbage lines compute full rows only for the few
+selected keys (Spark pushes the filter down to the start of the plan).
 
-Defects (see docs/generator.md for the exact definitions):
+Defects (docs/generator.md has the exact definitions):
 
 - value defects change the row in place: null_value, bad_email, bad_phone, bad_quantity,
   orphan_fk, bad_date;
 - extra rows: exact_duplicate (an identical copy), near_duplicate (an older version of the
   row: same key, earlier updated_at, an earlier value in one field);
-- malformed_line: an extra garbage line next to the data, only in the CSV and JSON files.
+- malformed_line: an extra garbage line, only in the CSV and JSON files.
 """
 
 from __future__ import annotations
@@ -351,13 +350,15 @@ def json_line(columns: list[str]) -> Column:
 def with_garbage_line(df: DataFrame, spec: EntityDefects, plan: GenerationPlan) -> DataFrame:
     """Add ``_garbage``: a line unreadable as CSV and as JSON (so one line fits both files).
 
-    Variants: a CSV line cut after 2..n-2 fields (too few fields; not JSON); the CSV line with
-    two extra fields; a JSON object cut in the middle (its first CSV field is no number); a
-    line of noise. None is empty, and none starts with '#' (the CSV comment marker).
+    Variants: the row's CSV line cut after 2..n-2 fields (too few fields; not JSON); the CSV
+    line with two extra fields (too many; not JSON); the row's JSON object cut inside one of
+    its first 2..n-2 fields (not JSON; as CSV its first field is no number and it has too few
+    fields); a line of noise. No generated value contains a comma, so every variant's field
+    count is certain. None is empty, and none starts with '#' (the CSV comment marker).
     """
     variant = _variant(plan, spec, 4)
     u = _u(plan, spec, "garbage")
-    n_columns = len(spec.columns)
+    keep = f"2 + {below(u, len(spec.columns) - 3)}"
     malformed = F.col(DEFECT) == "malformed_line"  # built for those rows only
     df = df.withColumns(
         {
@@ -365,13 +366,13 @@ def with_garbage_line(df: DataFrame, spec: EntityDefects, plan: GenerationPlan) 
             "_json": F.when(malformed, json_line(spec.columns)),
         }
     )
-    keep = f"2 + {below(u, n_columns - 3)}"
-    cut = f"CAST(floor(length(_json) * (0.3D + 0.5D * {u})) AS INT)"
+    json_fields = f"array_join(slice(split(_json, ','), 1, {keep}), ',')"
+    cut_json = f"substring({json_fields}, 1, length({json_fields}) - 1 - {below(u, 3)})"
     noise = f"concat('PARTIAL WRITE ', hex(xxhash64({spec.key}, {stream_id(plan.seed, 'noise')}L)))"
     line = (
         f"CASE {variant} WHEN 0 THEN array_join(slice(split(_csv, ','), 1, {keep}), ',')"
         " WHEN 1 THEN concat(_csv, ',,EXTRA')"
-        f" WHEN 2 THEN substring(_json, 1, {cut})"
+        f" WHEN 2 THEN {cut_json}"
         f" ELSE {noise} END"
     )
     return with_sql(df, {"_garbage": line})

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
@@ -278,17 +278,29 @@ def products_base(spark: SparkSession, plan: GenerationPlan) -> DataFrame:
     )
 
 
-def product_truth(products: DataFrame) -> DataFrame:
-    """popularity_rank: 1 = highest expected share of orders (ties broken by product_id).
+def product_truth(products: DataFrame, plan: GenerationPlan) -> DataFrame:
+    """popularity_rank: 1 + the number of products with a higher expected share of orders.
 
-    A global ranking needs one ordered pass; the window sorts two numeric columns per product.
+    Computed per product, without a global sort: within its own category a product is
+    outranked by the ``rank - 1`` more popular ones; in another category c the products with a
+    higher share are those of rank ``k < 1 / expm1(share * ln(size_c + 1) / share_c)``, since
+    their share is ``share_c * ln(1 + 1/k) / ln(size_c + 1)``. Exact ties (possible only across
+    categories with identical parameters) would share a rank.
     """
-    by_share = Window.orderBy(F.desc("expected_share"), F.asc("product_id"))
-    return products.select(
-        "product_id",
-        F.row_number().over(by_share).cast("long").alias("popularity_rank"),
-        "reorder_threshold",
-    )
+    shares = calendar.expected_category_share(plan, preference_matrix())
+    outranked = []
+    for category, block in enumerate(plan.product_blocks):
+        if block.size == 0:
+            continue
+        log_size = math.log(block.size + 1)
+        threshold = f"1.0D / expm1(expected_share * {log_size!r}D / {float(shares[category])!r}D)"
+        count = (
+            f"least(greatest(ceil(least({threshold}, {block.size + 1}.0D)) - 1, 0), {block.size})"
+        )
+        outranked.append(f"CASE WHEN _category = {category} THEN _rank - 1 ELSE {count} END")
+    return with_sql(
+        products, {"popularity_rank": f"CAST(1 + {' + '.join(outranked)} AS BIGINT)"}
+    ).select("product_id", "popularity_rank", "reorder_threshold")
 
 
 # --- orders --------------------------------------------------------------------------------

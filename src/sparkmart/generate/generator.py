@@ -123,7 +123,7 @@ def generate(
         defects = defects.unionByName(planted[entity].truth)
     truth = {
         "customers": _truth(customers, "customers"),
-        "products": _truth(entities.product_truth(products), "products"),
+        "products": _truth(entities.product_truth(products, plan), "products"),
         "orders": _truth(orders, "orders"),
         "defects": _truth(defects, "defects"),
     }

@@ -17,7 +17,7 @@ Defects (docs/generator.md has the exact definitions):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
@@ -383,22 +383,26 @@ def with_garbage_line(df: DataFrame, spec: EntityDefects, plan: GenerationPlan) 
 
 @dataclass(frozen=True)
 class DefectOutput:
+    shared: DataFrame  # one row per key: everything the outputs below select from
     rows: DataFrame  # raw schema, defects planted, duplicates included
     truth: DataFrame  # DEFECT_TRUTH rows for this entity
     malformed_lines: DataFrame  # [value string]
 
 
-def annotate_defects(clean: DataFrame, entity: str, plan: GenerationPlan) -> DataFrame:
-    """Clean rows with their defect planted and everything the outputs need.
+def annotate_defects(
+    clean: DataFrame, entity: str, plan: GenerationPlan, keep: Sequence[str] = ()
+) -> DataFrame:
+    """Clean rows with their defect planted and everything the outputs need, one row per key.
 
     Columns: the raw columns with value defects applied, ``_defect``, the older version
-    (``_old_*``), the garbage line, and ``_truth_column``/``_truth_detail``. Rows carry at most
-    one defect, so the clean values are still there for exact copies, older versions and
-    garbage lines.
+    (``_old_*``), ``_garbage``, ``_truth_column``/``_truth_detail``, and the ``keep`` columns
+    passed through (the entity's ground truth). Rows carry at most one defect, so the clean
+    values are still there for exact copies, older versions and garbage lines.
     """
     spec = ENTITY_DEFECTS[entity]
+    raw = [F.col(f.name).cast(f.dataType) for f in RAW_SCHEMAS[entity].fields]
     annotated = (
-        clean.select(*spec.columns)
+        clean.select(*raw, *keep)
         .transform(mark_defects, spec, plan)
         .transform(with_garbage_line, spec, plan)
         .transform(codegen_boundary)
@@ -407,7 +411,7 @@ def annotate_defects(clean: DataFrame, entity: str, plan: GenerationPlan) -> Dat
         .transform(apply_value_defects, spec, plan)
         .transform(codegen_boundary)
     )
-    return with_sql(
+    annotated = with_sql(
         annotated,
         {
             "_truth_column": f"CASE WHEN {_is('near_duplicate')} THEN _near_column"
@@ -418,32 +422,39 @@ def annotate_defects(clean: DataFrame, entity: str, plan: GenerationPlan) -> Dat
             " WHEN 'malformed_line' THEN _garbage ELSE _defect_detail END",
         },
     )
+    older = [c for c in annotated.columns if c.startswith(OLD)]
+    return annotated.select(
+        *spec.columns, *keep, DEFECT, *older, "_garbage", "_truth_column", "_truth_detail"
+    )
 
 
-def plant_defects(clean: DataFrame, entity: str, plan: GenerationPlan) -> DefectOutput:
+def plant_defects(
+    clean: DataFrame, entity: str, plan: GenerationPlan, keep: Sequence[str] = ()
+) -> DefectOutput:
     """Split clean rows into written rows, the entity's defect truth and its garbage lines.
 
-    Every output selects from one annotated frame: no unions, whose analysis is slow on plans
-    this size. Exact and near duplicates are a second version of their row (an explode over
-    ``array(0, 1)``), so they sit next to the original in the files. The filters on ``_defect``
-    depend on the key only, so Spark evaluates them first and computes the truth details and
+    Every output selects from one annotated frame (``shared``): no unions, whose analysis is
+    slow on plans this size, and one frame to cache when several outputs are written. Exact and
+    near duplicates are a second version of their row (an explode over ``array(0, 1)``), so
+    they sit next to the original in the files. The filters on ``_defect`` depend on the key
+    only, so without a cache Spark evaluates them first and computes the truth details and
     garbage lines only where they match.
     """
     spec = ENTITY_DEFECTS[entity]
-    annotated = annotate_defects(clean, entity, plan)
+    shared = annotate_defects(clean, entity, plan, keep)
     copies = f"CASE WHEN {DEFECT} IN ('exact_duplicate', 'near_duplicate')"
     copies += " THEN array(0, 1) ELSE array(0) END"
-    versions = annotated.withColumn("_version", F.explode(F.expr(copies)))
+    versions = shared.withColumn("_version", F.explode(F.expr(copies)))
     older = f"_version = 1 AND {_is('near_duplicate')}"
     rows = versions.select(
         *[
             F.expr(f"CASE WHEN {older} THEN {OLD}{c} ELSE {c} END").alias(c)
-            if OLD + c in annotated.columns
+            if OLD + c in shared.columns
             else F.col(c)
             for c in spec.columns
         ]
     )
-    truth = annotated.filter(f"{DEFECT} IS NOT NULL").select(
+    truth = shared.filter(f"{DEFECT} IS NOT NULL").select(
         F.lit(entity).alias("entity"),
         F.expr(f"CASE WHEN {_is('malformed_line')} THEN NULL ELSE {spec.key} END")
         .cast("long")
@@ -452,5 +463,5 @@ def plant_defects(clean: DataFrame, entity: str, plan: GenerationPlan) -> Defect
         F.col("_truth_column").alias("column"),
         F.col("_truth_detail").alias("detail"),
     )
-    malformed = annotated.filter(_is("malformed_line")).select(F.col("_garbage").alias("value"))
-    return DefectOutput(rows, truth, malformed)
+    malformed = shared.filter(_is("malformed_line")).select(F.col("_garbage").alias("value"))
+    return DefectOutput(shared, rows, truth, malformed)

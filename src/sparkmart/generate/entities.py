@@ -281,26 +281,51 @@ def products_base(spark: SparkSession, plan: GenerationPlan) -> DataFrame:
 def product_truth(products: DataFrame, plan: GenerationPlan) -> DataFrame:
     """popularity_rank: 1 + the number of products with a higher expected share of orders.
 
-    Computed per product, without a global sort: within its own category a product is
-    outranked by the ``rank - 1`` more popular ones; in another category c the products with a
-    higher share are those of rank ``k < 1 / expm1(share * ln(size_c + 1) / share_c)``, since
-    their share is ``share_c * ln(1 + 1/k) / ln(size_c + 1)``. Exact ties (possible only across
-    categories with identical parameters) would share a rank.
+    Computed per product, without a global sort. Within its own category a product is
+    outranked by the ``rank - 1`` more popular ones. In another category c the share of rank k
+    is ``share_c * ln(1 + 1/k) / ln(size_c + 1)``, so the products with a higher share are those
+    of rank ``k < 1 / expm1(share * ln(size_c + 1) / share_c)``; that estimate is then checked
+    against the share itself, computed exactly as ``expected_share`` is, one rank either side,
+    so the comparison agrees with the shares bit for bit. Ranks are therefore those of SQL
+    ``RANK()`` over the shares: 1..n, equal only for bitwise-equal shares (which would need two
+    categories with identical parameters).
     """
     shares = calendar.expected_category_share(plan, preference_matrix())
-    outranked = []
+    estimates: dict[str, str] = {}
+    outranked: dict[str, str] = {}
     for category, block in enumerate(plan.product_blocks):
         if block.size == 0:
             continue
-        log_size = math.log(block.size + 1)
-        threshold = f"1.0D / expm1(expected_share * {log_size!r}D / {float(shares[category])!r}D)"
-        count = (
-            f"least(greatest(ceil(least({threshold}, {block.size + 1}.0D)) - 1, 0), {block.size})"
+        share, size = f"{float(shares[category])!r}D", block.size
+        threshold = f"1.0D / expm1(expected_share * ln({size} + 1.0D) / {share})"
+        estimate = f"_outranked_{category}"
+        estimates[estimate] = (
+            f"least(greatest(ceil(least({threshold}, {size + 1}.0D)) - 1, 0), {size})"
         )
-        outranked.append(f"CASE WHEN _category = {category} THEN _rank - 1 ELSE {count} END")
-    return with_sql(
-        products, {"popularity_rank": f"CAST(1 + {' + '.join(outranked)} AS BIGINT)"}
-    ).select("product_id", "popularity_rank", "reorder_threshold")
+
+        def share_at(rank: str, share: str = share, size: int = size) -> str:
+            return f"{share} * (ln({rank} + 1.0D) - ln(CAST({rank} AS DOUBLE))) / ln({size} + 1.0D)"
+
+        checked = (
+            f"CASE WHEN {estimate} < {size} AND {share_at(f'({estimate} + 1)')} > expected_share"
+            f" THEN {estimate} + 1"
+            f" WHEN {estimate} >= 1 AND {share_at(estimate)} <= expected_share"
+            f" THEN {estimate} - 1 ELSE {estimate} END"
+        )
+        outranked[f"_outranked_in_{category}"] = (
+            f"CASE WHEN _category = {category} THEN _rank - 1 ELSE {checked} END"
+        )
+    rank = f"CAST(1 + {' + '.join(outranked)} AS BIGINT)"
+    names = list(outranked)
+    halves = [names[: len(names) // 2], names[len(names) // 2 :]]
+    frame = with_sql(products, estimates).transform(codegen_boundary)  # small methods: sql.py
+    for half in halves:
+        frame = with_sql(frame, {name: outranked[name] for name in half}).transform(
+            codegen_boundary
+        )
+    return with_sql(frame, {"popularity_rank": rank}).select(
+        "product_id", "popularity_rank", "reorder_threshold"
+    )
 
 
 # --- orders --------------------------------------------------------------------------------

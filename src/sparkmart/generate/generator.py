@@ -19,6 +19,13 @@ from sparkmart.generate.defects import plant_defects
 from sparkmart.generate.params import STREAMING_SEED_DAYS, GenerationPlan, make_plan
 from sparkmart.schemas import ENTITIES, RAW_SCHEMAS, TRUTH_SCHEMAS
 
+# Ground-truth columns (and what product_truth needs) carried from the clean rows to `shared`.
+TRUTH_INPUTS: Mapping[str, tuple[str, ...]] = {
+    "customers": ("segment", "segment_name", "is_heavy"),
+    "products": ("expected_share", "reorder_threshold", "_category", "_rank"),
+    "orders": ("is_fraud", "satisfaction"),
+}
+
 
 @dataclass
 class GeneratedData:
@@ -28,7 +35,11 @@ class GeneratedData:
     duplicates included); ``truth`` holds the ground truth (customers, products, orders,
     defects) that must never be joined into features; ``malformed_lines`` the garbage lines
     each entity's CSV and JSON files get; ``seed_events`` the clean, time-ordered orders of
-    the last week for the stream simulator.
+    the last week for the stream simulator; ``clean`` the rows before any defect.
+
+    ``shared`` holds, per entity, the one frame its rows, truth and garbage lines are all
+    selected from (one row per key); ``write_generated`` caches it so that each entity is
+    generated once however many outputs are written.
     """
 
     plan: GenerationPlan
@@ -39,6 +50,7 @@ class GeneratedData:
     malformed_lines: dict[str, DataFrame]
     seed_events: DataFrame
     clean: dict[str, DataFrame] = field(default_factory=dict)  # rows before defects
+    shared: dict[str, DataFrame] = field(default_factory=dict)  # see below
 
     def entity(self, name: str) -> DataFrame:
         return {"customers": self.customers, "products": self.products, "orders": self.orders}[name]
@@ -109,22 +121,23 @@ def generate(
 ) -> GeneratedData:
     """Build all DataFrames of one run; nothing is computed until they are written."""
     plan = make_plan(counts, seed, gen_config)
-    customers = entities.customers_base(spark, plan)
-    products = entities.products_base(spark, plan)
-    orders = entities.orders_base(spark, plan, calendar.hour_table(plan))
-    clean = {
-        "customers": _raw(customers, "customers"),
-        "products": _raw(products, "products"),
-        "orders": _raw(orders, "orders"),
+    bases = {
+        "customers": entities.customers_base(spark, plan),
+        "products": entities.products_base(spark, plan),
+        "orders": entities.orders_base(spark, plan, calendar.hour_table(plan)),
     }
-    planted = {entity: plant_defects(clean[entity], entity, plan) for entity in ENTITIES}
+    planted = {
+        entity: plant_defects(bases[entity], entity, plan, TRUTH_INPUTS[entity])
+        for entity in ENTITIES
+    }
+    shared = {entity: planted[entity].shared for entity in ENTITIES}
     defects = planted["customers"].truth
     for entity in ENTITIES[1:]:
         defects = defects.unionByName(planted[entity].truth)
     truth = {
-        "customers": _truth(customers, "customers"),
-        "products": _truth(entities.product_truth(products, plan), "products"),
-        "orders": _truth(orders, "orders"),
+        "customers": _truth(shared["customers"], "customers"),
+        "products": _truth(entities.product_truth(shared["products"], plan), "products"),
+        "orders": _truth(shared["orders"], "orders"),
         "defects": _truth(defects, "defects"),
     }
     return GeneratedData(
@@ -135,7 +148,8 @@ def generate(
         truth=truth,
         malformed_lines={entity: planted[entity].malformed_lines for entity in ENTITIES},
         seed_events=seed_events(spark, plan),
-        clean=clean,
+        clean={entity: _raw(bases[entity], entity) for entity in ENTITIES},
+        shared=shared,
     )
 
 

@@ -35,7 +35,7 @@ class Segment:
     order_rate: float  # relative orders per active customer and day
     signup_window: tuple[float, float]  # [from, to) as fractions of `days`
     lifetime: float | None  # active for this fraction of `days` after signup (None: forever)
-    extra_quantity: float  # mean of (quantity - 1), geometric-like
+    extra_quantity: float  # quantity = 1 + floor(Exp(mean extra_quantity)), at most 12
     discount_probability: float  # share of orders with a discount
     discount_range: tuple[float, float]  # discount drawn uniformly from this range
     category_weights: Mapping[str, float]  # preferred categories; the rest share what is left
@@ -287,7 +287,7 @@ FRAUD_BURST = 4  # fraud comes in bursts of up to this many consecutive orders
 FRAUD_NEW_ACCOUNT_SHARE = 0.7  # share of fraud bursts placed by accounts opened days before
 NEW_ACCOUNT_DAYS = 7
 FRAUD_NIGHT_HOURS = range(0, 6)
-FRAUD_NIGHT_SHARE = 0.5  # share of fraud orders placed at night (normal orders: ~6%)
+FRAUD_NIGHT_SHARE = 0.5  # share of fraud orders placed at night (normal orders: ~3%)
 CANCEL_RATE = 0.03
 REORDER_LEAD_DAYS = 14  # stock should cover this many days of expected demand
 STREAMING_SEED_DAYS = 7
@@ -419,10 +419,14 @@ def make_plan(
     counts: Mapping[str, int], seed: int, gen_config: Mapping[str, Any]
 ) -> GenerationPlan:
     """Validate the inputs and lay out the index blocks for one run."""
-    for entity in ("customers", "products", "orders"):
+    minimum = {"customers": len(SEGMENTS), "products": len(CATEGORIES), "orders": 1}
+    for entity, least in minimum.items():
         value = counts.get(entity)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{entity}: row count should be a positive integer, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(
+                f"{entity}: row count should be an integer of at least {least}"
+                f" (one per segment or category), got {value!r}"
+            )
     days = int(gen_config["days"])
     if days < 2 * NEW_ACCOUNT_DAYS:
         raise ValueError(f"generate.days should be at least {2 * NEW_ACCOUNT_DAYS}, got {days}")

@@ -3,15 +3,20 @@
 Parquet and Avro go through ``io.files.write_dataset``. CSV and JSON are written as text lines
 built in Spark (``to_csv``/``to_json`` with the readers' TEXT_OPTIONS) so the planted garbage
 lines can be mixed in with the good ones. Row counts come from ``DataFrame.observe`` during the
-writes themselves: no extra pass over the data.
+writes themselves: no extra pass over the data. Each entity's ``shared`` frame is cached
+(memory, spilling to disk) for the duration of the call: the first write of an entity fills
+it, the other formats, the truth tables and the garbage lines read it, so nothing is generated
+twice.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 
@@ -94,6 +99,23 @@ def write_generated(
     out = Path(out)
     for fmt in formats:
         check_format(fmt)
+    shared = list(data.shared.values())
+    for frame in shared:  # filled by the first write of each entity, read by the others
+        frame.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _write_all(data, out, formats, streaming_dir, log)
+    finally:
+        for frame in shared:
+            frame.unpersist()
+
+
+def _write_all(
+    data: GeneratedData,
+    out: Path,
+    formats: list[str],
+    streaming_dir: Path | None,
+    log: logging.Logger,
+) -> dict[str, Any]:
     summary: dict[str, Any] = {entity: {} for entity in ENTITIES}
     malformed: dict[str, int] = {}
     for entity in ENTITIES:

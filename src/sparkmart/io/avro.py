@@ -39,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -892,6 +893,15 @@ class AvroWriter(DataSourceArrowWriter):
             (Path(self.path) / STAGING_DIR).rmdir()
 
 
+def _sweep_staging(target: Path, settle_seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        shutil.rmtree(target / STAGING_DIR, ignore_errors=True)
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.2)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -963,7 +973,13 @@ def write_avro(df: DataFrame, path: str | Path, mode: str = "overwrite") -> None
             return
     spark_mode = "overwrite" if save_mode == "overwrite" else "append"
     register_avro(df.sparkSession)
-    df.write.format(AVRO_FORMAT).mode(spark_mode).save(str(target))
+    try:
+        df.write.format(AVRO_FORMAT).mode(spark_mode).save(str(target))
+    except Exception:
+        # abort() already removed the staging dir, but a task Spark was still cancelling can
+        # stage its file afterwards: sweep again so a failed write leaves only what was there.
+        _sweep_staging(target)
+        raise
 
 
 def read_avro(spark: SparkSession, path: str | Path, schema: StructType) -> DataFrame:

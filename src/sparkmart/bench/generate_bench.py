@@ -9,13 +9,16 @@ measured side by side.
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from sparkmart.bench.report import machine_description, markdown_table, median, update_section
+from sparkmart.bench.report import (
+    machine_description,
+    markdown_table,
+    median,
+    run_benchmark_cli,
+)
 from sparkmart.config import load_settings
 from sparkmart.generate import generate, resolve_counts, write_generated
 from sparkmart.schemas import ENTITIES
@@ -101,18 +104,7 @@ def report(result: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="medium")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--profile", default="local")
-    parser.add_argument("--no-write", action="store_true", help="print only; keep docs as is")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="sparkmart-bench-") as scratch:
-        result = run(args.scale, args.runs, args.profile, Path(scratch))
-    section = report(result)
-    print(section)
-    if not args.no_write:
-        print(f"\nwritten to {update_section('generator', section)}")
+    run_benchmark_cli("generator", __doc__.splitlines()[0], run, report, argv)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ one benchmark never erases the numbers of another.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
 
@@ -74,3 +77,25 @@ def update_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def run_benchmark_cli(
+    section: str,
+    description: str,
+    run: Callable[[str, int, str, Path], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+    argv: list[str] | None = None,
+) -> None:
+    """The shared command line of every benchmark: run in a scratch dir, print, update docs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scale", default="medium")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", default="local")
+    parser.add_argument("--no-write", action="store_true", help="print only; keep docs as is")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sparkmart-bench-") as scratch:
+        result = run(args.scale, args.runs, args.profile, Path(scratch))
+    text = report(result)
+    print(text)
+    if not args.no_write:
+        print(f"\nwritten to {update_section(section, text)}")

@@ -107,7 +107,8 @@ PIPELINE_SPEC: Spec = {
     ),
 }
 
-STREAMING_SPEC: Spec = {"simulator": (dict, True), "query": (dict, True)}
+# Section contents are validated by their owners (SimulatorOptions, StreamOptions, AlertParams).
+STREAMING_SPEC: Spec = {"simulator": (dict, True), "query": (dict, True), "alerts": (dict, True)}
 ML_SPEC: Spec = {ANY_KEYS: object}
 
 

@@ -124,3 +124,40 @@ TRUTH_SCHEMAS: dict[str, StructType] = {
 def ddl(schema: StructType) -> str:
     """Schema as a DDL string (for ``DataFrameReader.schema`` and messages)."""
     return ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
+
+
+# --- streaming ---------------------------------------------------------------------------------
+# An order event is an order row plus the event's identity and time. `event_time` is when the
+# order happened (what windows and the watermark use); the simulator may deliver it late.
+
+ORDER_EVENT_SCHEMA = _schema(
+    ("event_id", StringType(), False),
+    ("event_time", TimestampType(), False),
+    *[(f.name, f.dataType, f.nullable) for f in ORDERS_RAW.fields],
+)
+
+# One row per alert, in PostgreSQL `streaming.alerts` and the log. `alert_id` is deterministic
+# (type + key + the window or event that raised it), so a replayed batch cannot raise it twice.
+ALERT_SCHEMA = _schema(
+    ("alert_id", StringType(), False),
+    ("alert_type", StringType(), False),
+    ("severity", StringType(), False),
+    ("alert_key", StringType(), False),
+    ("message", StringType(), False),
+    ("event_time", TimestampType(), True),
+    ("detected_at", TimestampType(), False),
+    ("value", DoubleType(), True),
+    ("threshold", DoubleType(), True),
+    ("event_id", StringType(), True),
+)
+
+ALERT_TYPES: tuple[str, ...] = (
+    "low_inventory",
+    "unusual_amount",
+    "customer_burst",
+    "sales_drop",
+    "high_value_customer",
+    "large_order",
+    "system_performance",
+)
+ALERT_SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")

@@ -60,6 +60,9 @@ def get_logger(name: str = LOGGER_NAME, level: str | None = None) -> logging.Log
     return logger
 
 
+LOG4J_CONFIG = "log4j2.properties"
+
+
 def spark_conf_for(profile: SparkProfile) -> dict[str, str]:
     """The Spark settings a profile stands for (pure: easy to inspect and test)."""
     conf = {
@@ -85,6 +88,9 @@ def spark_conf_for(profile: SparkProfile) -> dict[str, str]:
     if jars:
         conf["spark.jars"] = ",".join(jars)
         conf["spark.driver.extraClassPath"] = ":".join(jars)
+    log4j = Path(__file__).resolve().parents[2] / "config" / LOG4J_CONFIG
+    if log4j.exists():  # a source checkout; an installed wheel keeps Spark's default logging
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
     conf.update(profile.conf)
     return conf
 
@@ -97,6 +103,10 @@ def get_spark(profile: SparkProfile) -> SparkSession:
     """Build (or return the running) SparkSession for ``profile``."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Bind to loopback unless told otherwise: a laptop's hostname often resolves to 127.0.0.1
+    # anyway, and Spark then warns on every start. A cluster profile sets its own address.
+    if profile.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     log = get_logger("spark")
     for jar in missing_jars(profile):
         log.warning("jar %s not found: PostgreSQL over JDBC will not work (run `make setup`)", jar)

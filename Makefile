@@ -7,7 +7,8 @@ SPARKMART := $(VENV)/bin/sparkmart
 SCALE ?= small
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint format generate seed-postgres batch bench bench-generate bench-batch clean
+.PHONY: help setup demo test lint format generate seed-postgres batch stream simulate ml bench \
+	bench-generate bench-batch bench-stream bench-ml clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,13 +40,30 @@ seed-postgres: setup  ## seed public.customers/products/orders with 1,000 rows e
 batch: setup  ## run the batch pipeline on data/batch/raw (after `make generate`)
 	$(SPARKMART) batch
 
-bench: bench-generate bench-batch  ## every benchmark -> docs/benchmarks.md
+RATE ?= 100
+
+stream: setup  ## simulator (RATE events/s) + streaming query with progress, until Ctrl-C
+	$(SPARKMART) stream --simulate $(RATE)
+
+simulate: setup  ## only the simulator: order events into data/streaming/input, until Ctrl-C
+	$(SPARKMART) simulate --rate $(RATE)
+
+ml: setup  ## train, evaluate and score every model on the gold layer (after `make batch`)
+	$(SPARKMART) ml train
+
+bench: bench-generate bench-batch bench-stream bench-ml  ## every benchmark -> docs/benchmarks.md
 
 bench-generate: setup  ## generator rows/s at medium, Parquet vs Avro -> docs/benchmarks.md
 	$(PY) -m sparkmart.bench.generate_bench
 
 bench-batch: setup  ## the whole batch pipeline at medium, per step -> docs/benchmarks.md
 	$(PY) -m sparkmart.bench.batch_bench
+
+bench-stream: setup  ## sustained streaming rate and event-to-PostgreSQL latency -> docs/benchmarks.md
+	$(PY) -m sparkmart.bench.stream_bench
+
+bench-ml: setup  ## every model against its target on `small` -> docs/ml.md
+	$(PY) -m sparkmart.bench.ml_eval
 
 clean:  ## remove generated data and Spark scratch (keeps .venv)
 	rm -rf data spark-warehouse metastore_db derby.log

@@ -6,6 +6,7 @@ stage modules so that scripts for spark-submit, notebooks and tests call the sam
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -277,6 +278,157 @@ def batch(
     with clear_errors():
         settings = load(config_dir, profile, master)
         run_batch_command(settings, input, source, out, incremental, strict, postgres)
+
+
+# --- stream --------------------------------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second (default from streaming_config.yaml).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to run (default: until Ctrl-C or --count).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    sink: Annotated[
+        str | None, typer.Option(help="files (data/streaming/input) or socket (127.0.0.1).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default from config).")] = None,
+    clock: Annotated[
+        str,
+        typer.Option(help="realtime: paced, event time = now; simulated: as fast as possible."),
+    ] = "realtime",
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Emit a stream of order events (with planted anomalies) for `sparkmart stream`."""
+    from sparkmart.stream.simulator import simulate as run_simulation
+
+    with clear_errors():
+        settings = load(config_dir, profile)
+        summary = run_simulation(
+            settings,
+            rate=rate,
+            duration=duration,
+            count=count,
+            sink=sink,
+            seed=seed,
+            clock=clock,
+            progress=echo,
+        )
+        echo(summary.format())
+
+
+@app.command()
+def stream(
+    source: Annotated[
+        str | None, typer.Option(help="files (replayable, exactly-once) or socket (demo only).")
+    ] = None,
+    trigger: Annotated[
+        float | None, typer.Option(help="Seconds between micro-batches (default from config).")
+    ] = None,
+    until_idle: Annotated[
+        float | None,
+        typer.Option("--until-idle", help="Stop after this many seconds without new input."),
+    ] = None,
+    simulate_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--simulate",
+            help="Also run the simulator at this rate (events/s) in a child process.",
+        ),
+    ] = None,
+    simulate_seconds: Annotated[
+        float | None,
+        typer.Option("--simulate-seconds", help="How long the simulator runs (default: forever)."),
+    ] = None,
+    query_name: Annotated[
+        str, typer.Option(help="Query name: its checkpoint and ledger rows.")
+    ] = "orders",
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+    master: MasterOption = None,
+) -> None:
+    """Run the streaming query: live metrics and alerts into PostgreSQL streaming.*."""
+    with clear_errors():
+        settings = load(config_dir, profile, master)
+        run_stream_command(
+            settings, source, trigger, until_idle, simulate_rate, simulate_seconds, query_name
+        )
+
+
+def run_stream_command(
+    settings: Settings,
+    source: str | None,
+    trigger: float | None,
+    until_idle: float | None,
+    simulate_rate: float | None,
+    simulate_seconds: float | None,
+    query_name: str = "orders",
+) -> None:
+    from sparkmart.io.postgres import ensure_database, ensure_schemas
+    from sparkmart.stream.query import format_latest, latest_metrics, run_stream
+
+    pg = PgSettings.from_env()
+    ensure_database(pg)
+    ensure_schemas(pg)
+    simulator = None
+    if simulate_rate is not None:
+        simulator = start_simulator_process(settings, simulate_rate, simulate_seconds)
+    try:
+        summary = run_stream(
+            settings,
+            source=source,
+            trigger_seconds=trigger,
+            until_idle=until_idle,
+            progress=echo,
+            query_name=query_name,
+        )
+    finally:
+        if simulator is not None:
+            stop_process(simulator)
+    echo(summary.format())
+    echo("")
+    echo(format_latest(latest_metrics(pg, settings)))
+
+
+def start_simulator_process(settings: Settings, rate: float, seconds: float | None) -> Any:
+    """The simulator in its own process, so its encoding does not compete with the driver's GIL."""
+    import subprocess
+
+    command = [
+        sys.executable,
+        "-m",
+        "sparkmart.cli",
+        "simulate",
+        "--rate",
+        str(rate),
+        "--config-dir",
+        str(settings.config_dir),
+    ]
+    if seconds is not None:
+        command += ["--duration", str(seconds)]
+    env = {**os.environ, "SPARKMART_DATA_DIR": str(settings.data_dir)}
+    log = settings.path("streaming") / "simulator.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"simulator: {rate:g} events/s{f' for {seconds:g} s' if seconds else ''} (log: {log})")
+    with log.open("w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_process(process: Any, timeout: float = 10.0) -> None:
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @app.command()

@@ -316,9 +316,24 @@ def simulate(
             sink=sink,
             seed=seed,
             clock=clock,
-            progress=echo,
+            progress=print_simulator_progress,
         )
-        echo(summary.format())
+        print_simulator_progress(summary)
+        planted = {kind: n for kind, n in summary.anomalies.items() if n}
+        echo(
+            f"simulator {summary.stopped_by}: {summary.lines:,} lines "
+            f"({summary.events:,} events, {summary.malformed:,} malformed) in "
+            f"{summary.seconds:.1f} s, {summary.files_written:,} files; planted "
+            + (", ".join(f"{kind} {n:,}" for kind, n in planted.items()) or "nothing")
+        )
+
+
+def print_simulator_progress(summary: Any) -> None:
+    if (summary.seconds and int(summary.seconds) % 5 == 0) or summary.stopped_by != "running":
+        echo(
+            f"simulator: {summary.lines:,} lines in {summary.seconds:.0f} s "
+            f"({summary.achieved_rate:,.0f}/s), last event time {summary.last_event_time}"
+        )
 
 
 @app.command()

@@ -280,6 +280,8 @@ def batch(
         run_batch_command(settings, input, source, out, incremental, strict, postgres)
 
 
+STREAM_IDLE_SECONDS = 15.0  # the demo's query stops this long after the simulator's last file
+
 # --- stream --------------------------------------------------------------------------------
 
 
@@ -362,6 +364,13 @@ def stream(
     query_name: Annotated[
         str, typer.Option(help="Query name: its checkpoint and ledger rows.")
     ] = "orders",
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            help="Start afresh: empty data/streaming (input, checkpoints, output, anomalies) "
+            "and the streaming tables first."
+        ),
+    ] = False,
     config_dir: ConfigDirOption = None,
     profile: ProfileOption = None,
     master: MasterOption = None,
@@ -370,7 +379,14 @@ def stream(
     with clear_errors():
         settings = load(config_dir, profile, master)
         run_stream_command(
-            settings, source, trigger, until_idle, simulate_rate, simulate_seconds, query_name
+            settings,
+            source,
+            trigger,
+            until_idle,
+            simulate_rate,
+            simulate_seconds,
+            query_name,
+            fresh=fresh,
         )
 
 
@@ -382,13 +398,17 @@ def run_stream_command(
     simulate_rate: float | None,
     simulate_seconds: float | None,
     query_name: str = "orders",
+    fresh: bool = False,
 ) -> None:
     from sparkmart.io.postgres import ensure_database, ensure_schemas
     from sparkmart.stream.query import format_latest, latest_metrics, run_stream
+    from sparkmart.stream.scoring import format_scores, load_and_score
 
     pg = PgSettings.from_env()
     ensure_database(pg)
     ensure_schemas(pg)
+    if fresh:
+        reset_streaming(settings, pg)
     simulator = None
     if simulate_rate is not None:
         simulator = start_simulator_process(settings, simulate_rate, simulate_seconds)
@@ -407,6 +427,24 @@ def run_stream_command(
     echo(summary.format())
     echo("")
     echo(format_latest(latest_metrics(pg, settings)))
+    anomalies = settings.path("streaming") / "anomalies"
+    if anomalies.is_dir():
+        echo("\nalerts against the simulator's planted anomalies:")
+        echo(format_scores(load_and_score(pg, anomalies, query_name)))
+
+
+def reset_streaming(settings: Settings, pg: PgSettings) -> None:
+    """Forget every earlier streaming run: its files, checkpoints and PostgreSQL rows."""
+    import shutil
+
+    from sparkmart.stream.tables import ensure_stream_tables, truncate_stream_tables
+
+    root = settings.path("streaming")
+    for name in ("input", "checkpoints", "output", "anomalies"):
+        shutil.rmtree(root / name, ignore_errors=True)
+    ensure_stream_tables(pg)
+    truncate_stream_tables(pg)
+    echo(f"streaming state reset: {root}/{{input,checkpoints,output,anomalies}} and streaming.*")
 
 
 def start_simulator_process(settings: Settings, rate: float, seconds: float | None) -> Any:
@@ -446,21 +484,81 @@ def stop_process(process: Any, timeout: float = 10.0) -> None:
             process.wait()
 
 
+# --- ml ------------------------------------------------------------------------------------
+
+
+@app.command()
+def ml(
+    actions: Annotated[
+        list[str],
+        typer.Argument(help="train, evaluate and/or score, run in the order given."),
+    ],
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated subset of segmentation, forecasting, recommendation, "
+            "fraud, satisfaction (default: all)."
+        ),
+    ] = None,
+    postgres: Annotated[
+        bool, typer.Option(help="score: also update PostgreSQL analytics.*.")
+    ] = True,
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+    master: MasterOption = None,
+) -> None:
+    """Train, evaluate or score the models on the gold layer (docs/ml.md)."""
+    with clear_errors():
+        settings = load(config_dir, profile, master)
+        run_ml_command(settings, actions, models, postgres)
+
+
+def run_ml_command(
+    settings: Settings, actions: list[str], models: str | None, postgres: bool
+) -> None:
+    from sparkmart.ml.core import MLError
+    from sparkmart.ml.pipeline import run_ml
+    from sparkmart.spark_utils import get_spark
+
+    unknown = [a for a in actions if a not in ("train", "evaluate", "score")]
+    if unknown or not actions:
+        raise ValueError(
+            f"unknown action(s) {', '.join(unknown) or '(none given)'}: "
+            "choose from train, evaluate, score"
+        )
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    pg = PgSettings.from_env() if postgres else None
+    spark = get_spark(settings.spark)
+    for action in actions:
+        try:
+            summary = run_ml(settings, spark, action, chosen, pg=pg)  # type: ignore[arg-type]
+        except MLError as exc:
+            fail(str(exc))
+        echo(summary.format())
+
+
 @app.command()
 def demo(
     scale: Annotated[str, typer.Option(help="Preset size for the generated data.")] = "small",
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Root of all output (default data/).")
     ] = None,
+    ml_models: Annotated[
+        bool, typer.Option("--ml/--no-ml", help="Train the models and write their scores.")
+    ] = True,
+    stream_seconds: Annotated[
+        float, typer.Option(help="Seconds of simulated orders to stream (0: skip streaming).")
+    ] = 60.0,
+    stream_rate: Annotated[float, typer.Option(help="Simulated orders per second.")] = 100.0,
     config_dir: ConfigDirOption = None,
     profile: ProfileOption = None,
     master: MasterOption = None,
 ) -> None:
-    """The main job end to end: generate data, seed PostgreSQL, run the batch pipeline."""
+    """The main job end to end: generate, seed PostgreSQL, batch, ML, a minute of streaming."""
     with clear_errors():
         started = time.perf_counter()
         settings = load(config_dir, profile, master, data_dir=data_dir)
-        echo(f"== 1/3 generate '{scale}' data in {', '.join(FORMATS)} ==")
+        echo(f"== 1/5 generate '{scale}' data in {', '.join(FORMATS)} ==")
         run_generate_files(
             settings,
             scale,
@@ -469,10 +567,28 @@ def demo(
             list(FORMATS),
             {"customers": None, "products": None, "orders": None},
         )
-        echo("\n== 2/3 seed PostgreSQL public.* (the previous project's tables) ==")
+        echo("\n== 2/5 seed PostgreSQL public.* (the previous project's tables) ==")
         run_generate_postgres(settings, None)
-        echo("\n== 3/3 batch pipeline: bronze -> silver (+ quarantine) -> gold -> exports ==")
+        echo("\n== 3/5 batch pipeline: bronze -> silver (+ quarantine) -> gold -> exports ==")
         run_batch_command(settings, None, None, None, False, False, True)
+        if ml_models:
+            echo("\n== 4/5 machine learning: train on gold, check each target, write scores ==")
+            run_ml_command(settings, ["train", "score"], None, True)
+        if stream_seconds > 0:
+            echo(
+                f"\n== 5/5 streaming: simulator at {stream_rate:g} events/s for "
+                f"{stream_seconds:g} s, streaming query -> streaming.* =="
+            )
+            run_stream_command(
+                settings,
+                None,
+                None,
+                STREAM_IDLE_SECONDS,
+                stream_rate,
+                stream_seconds,
+                "demo",
+                fresh=True,
+            )
         pg = PgSettings.from_env()
         echo(
             f"\ndemo finished in {time.perf_counter() - started:.0f} s; "

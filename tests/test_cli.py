@@ -68,15 +68,23 @@ def test_unreachable_postgres_is_reported_with_its_address() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_demo_generates_seeds_and_runs_the_batch_pipeline(
-    tmp_path: Path, pg: PgSettings, spark
-) -> None:
+def test_demo_runs_every_stage_end_to_end(tmp_path: Path, pg: PgSettings, spark) -> None:
+    """generate -> seed PostgreSQL -> batch -> a short streaming run (ML: test_ml_models.py)."""
     database_url = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.dbname}"
     result = run_cli(
-        "demo", "--scale", "tiny", "--data-dir", str(tmp_path), env={"DATABASE_URL": database_url}
+        "demo",
+        "--scale",
+        "tiny",
+        "--data-dir",
+        str(tmp_path),
+        "--stream-seconds",
+        "8",
+        "--no-ml",
+        env={"DATABASE_URL": database_url},
     )
     assert result.returncode == 0, result.stderr
     assert "demo finished" in result.stdout
+    batch_output, stream_output = result.stdout.split("== 5/5", 1)
     for entity in ENTITIES:
         assert entity in result.stdout
 
@@ -98,7 +106,8 @@ def test_demo_generates_seeds_and_runs_the_batch_pipeline(
         assert any((batch / layer).iterdir()), f"batch/{layer} is empty"
     for mart in ("customer_ltv", "product_performance", "sales_trends", "cohorts"):
         assert (batch / "reports" / f"{mart}.csv").stat().st_size > 0
-    assert "balanced" in result.stdout and " NO" not in result.stdout
+    assert "balanced" in batch_output and " NO" not in batch_output
+    assert "alerts against the simulator's planted anomalies" in stream_output
 
     with psycopg.connect(host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user) as conn:
         for entity in ENTITIES:
@@ -110,3 +119,10 @@ def test_demo_generates_seeds_and_runs_the_batch_pipeline(
             "SELECT status FROM audit.pipeline_runs ORDER BY started_at DESC LIMIT 1"
         ).fetchone()
         assert status == "succeeded"
+        streamed, lines, late, malformed = conn.execute(
+            "SELECT sum(valid_rows), sum(input_rows), sum(late_rows), sum(malformed_rows) "
+            "FROM streaming.batches WHERE query_name = 'demo'"
+        ).fetchone()
+        assert streamed > 0 and lines == streamed + late + malformed
+        (counted,) = conn.execute("SELECT sum(orders) FROM streaming.revenue_daily").fetchone()
+        assert counted == streamed  # every on-time event once in the running totals

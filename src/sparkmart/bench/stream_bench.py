@@ -62,6 +62,8 @@ class RateRun:
     batch_p50: float
     batch_p95: float
     drain_seconds: float  # simulator's last event -> last commit
+    early_batch: float  # median batch seconds, first third of the run
+    late_batch: float  # ... and last third: rising means a growing backlog
     latency_p50_ms: float | None
     latency_p95_ms: float | None
 
@@ -71,11 +73,18 @@ class RateRun:
 
     @property
     def keeps_up(self) -> bool:
+        """Every line processed, no growing backlog (batches not getting longer), and the last
+        event committed within two triggers plus one batch of the simulator stopping."""
         return (
             self.rows_processed >= self.events_sent
-            and self.batch_p95 <= self.trigger_seconds
-            and self.drain_seconds <= 2 * self.trigger_seconds + self.batch_p95
+            and self.late_batch <= max(self.early_batch, self.trigger_seconds)
+            and self.drain_seconds <= 2 * self.trigger_seconds + self.late_batch
         )
+
+    @property
+    def in_trigger(self) -> bool:
+        """Batches fit the trigger interval (95th percentile): latency stays near the trigger."""
+        return self.batch_p95 <= self.trigger_seconds
 
 
 def bench_config(scratch: Path, clean_stream: bool) -> Path:
@@ -163,8 +172,10 @@ def summarise(rate: float, trigger: float, data_dir: Path, name: str, pg: PgSett
             histogram[bucket] = histogram.get(bucket, 0) + events
     sent, last_file = _sent_lines(data_dir)
     busy = [row for row in rows if row[0]]
-    first_commit = busy[0][4] if busy else 0.0
-    last_commit = busy[-1][4] if busy else 0.0
+    first_commit = float(busy[0][4]) if busy else 0.0
+    last_commit = float(busy[-1][4]) if busy else 0.0
+    in_order = [row[2] / 1000 for row in busy]
+    third = max(1, len(in_order) // 3)
     processed = sum(row[0] for row in rows)
 
     def pct(values: list[float], q: float) -> float:
@@ -179,7 +190,9 @@ def summarise(rate: float, trigger: float, data_dir: Path, name: str, pg: PgSett
         batches=len(busy),
         batch_p50=median(durations) if durations else 0.0,
         batch_p95=pct(durations, 0.95),
-        drain_seconds=float(last_commit - last_file) if last_file else float("inf"),
+        drain_seconds=last_commit - last_file if last_file else float("inf"),
+        early_batch=median(in_order[:third]) if in_order else 0.0,
+        late_batch=median(in_order[-third:]) if in_order else 0.0,
         latency_p50_ms=histogram_percentile(histogram, 0.5),
         latency_p95_ms=histogram_percentile(histogram, 0.95),
     )
@@ -208,7 +221,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                     rate, args.latency_seconds, trigger, scratch, config_dir, gold, pg
                 )
                 latency.append(result)
-                if result.keeps_up:
+                if result.keeps_up and result.in_trigger:
                     break
     finally:
         drop_database(pg)
@@ -234,8 +247,12 @@ def report(result: dict[str, Any]) -> str:
             f"{r.processed_rate:,.0f}",
             r.batches,
             f"{r.batch_p50:.2f} / {r.batch_p95:.2f}",
+            f"{r.early_batch:.1f} -> {r.late_batch:.1f}",
             f"{r.drain_seconds:.1f}",
+            _ms(r.latency_p50_ms),
+            _ms(r.latency_p95_ms),
             "yes" if r.keeps_up else "**no**",
+            "yes" if r.in_trigger else "no",
         ]
         for r in throughput
     ]
@@ -247,11 +264,11 @@ def report(result: dict[str, Any]) -> str:
             f"{r.batch_p50:.2f} / {r.batch_p95:.2f}",
             _ms(r.latency_p50_ms),
             _ms(r.latency_p95_ms),
-            "yes" if r.keeps_up else "no",
+            "yes" if r.keeps_up and r.in_trigger else "no",
         ]
         for r in latency
     ]
-    kept = [r for r in latency if r.keeps_up and r.latency_p95_ms is not None]
+    kept = [r for r in latency if r.keeps_up and r.in_trigger and r.latency_p95_ms is not None]
     worst_p95 = max((r.latency_p95_ms or 0 for r in kept), default=None)
     p95_verdict = (
         "met" if worst_p95 is not None and worst_p95 <= TARGET_P95_SECONDS * 1000 else "NOT met"
@@ -276,8 +293,12 @@ def report(result: dict[str, Any]) -> str:
                     "processed/s",
                     "batches",
                     "batch s p50 / p95",
+                    "batch s first -> last third",
                     "drain s",
+                    "latency p50 ms",
+                    "latency p95 ms",
                     "keeps up",
+                    "batch <= trigger",
                 ],
                 rate_rows,
             ),
@@ -285,8 +306,11 @@ def report(result: dict[str, Any]) -> str:
             f"- Target: >= {TARGET_RATE:,} events/s sustained — "
             f"{'met' if best >= TARGET_RATE else 'NOT met'} (highest rate that kept up: "
             f"{best:,.0f}/s).",
-            "- Keeps up: batch time p95 <= trigger, and the last event committed within two "
-            "triggers (plus one batch) of the simulator stopping; `drain s` is that delay.",
+            "- Keeps up: every line processed, batches not getting longer over the run (no "
+            "growing backlog), and the last event committed within two triggers plus one batch "
+            "of the simulator stopping (`drain s`). `batch <= trigger`: the 95th-percentile batch "
+            "fits the trigger interval, the stricter reading under which latency stays near the "
+            "trigger.",
             "",
             f"### Latency, event time -> metric row in PostgreSQL ({args['latency_seconds']:g} s "
             "per run)",
@@ -299,7 +323,7 @@ def report(result: dict[str, Any]) -> str:
                     "batch s p50 / p95",
                     "latency p50 ms",
                     "latency p95 ms",
-                    "keeps up",
+                    "keeps up, batch <= trigger",
                 ],
                 latency_rows,
             ),

@@ -30,6 +30,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegralType, NumericType, StringType
 
+from sparkmart.generate.params import CATEGORY_NAMES
 from sparkmart.schemas import ENTITIES, PRIMARY_KEYS, RAW_SCHEMAS
 
 ERROR = "error"
@@ -104,18 +105,7 @@ DEFAULT_COUNTRY_MAP: Mapping[str, str] = {
     "holland": "Netherlands",
     "au": "Australia",
 }
-DEFAULT_CATEGORIES: tuple[str, ...] = (
-    "electronics",
-    "fashion",
-    "home_garden",
-    "beauty",
-    "sports",
-    "toys",
-    "books",
-    "grocery",
-    "jewelry",
-    "automotive",
-)
+DEFAULT_CATEGORIES: tuple[str, ...] = CATEGORY_NAMES  # the generator's catalogue
 DEFAULT_CATEGORY_MAP: Mapping[str, str] = {
     "home_and_garden": "home_garden",
     "home": "home_garden",

@@ -14,20 +14,11 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-# The catalogue's categories (generate/params.py); category_shares uses this fixed order so a
+from sparkmart.generate.params import CATEGORY_NAMES
+
+# The catalogue's categories, in the generator's fixed order: category_shares uses it so a
 # saved model and new data agree on what each vector position means.
-CATEGORIES: tuple[str, ...] = (
-    "electronics",
-    "fashion",
-    "home_garden",
-    "beauty",
-    "sports",
-    "toys",
-    "books",
-    "grocery",
-    "jewelry",
-    "automotive",
-)
+CATEGORIES: tuple[str, ...] = CATEGORY_NAMES
 HOURS = 3600.0
 # Gold columns the models fill: never inputs, and dropped so a model's output can take the name.
 SCORE_COLUMNS: tuple[str, ...] = ("fraud_score", "customer_satisfaction")

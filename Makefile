@@ -8,7 +8,7 @@ SCALE ?= small
 PYTEST_ARGS ?=
 
 .PHONY: help setup demo test lint format generate seed-postgres batch stream simulate ml bench \
-	bench-generate bench-batch bench-stream bench-ml clean
+	bench-generate bench-batch bench-stream bench-ml dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ stream: setup  ## simulator (RATE events/s) + streaming query with progress, unt
 
 simulate: setup  ## only the simulator: order events into data/streaming/input, until Ctrl-C
 	$(SPARKMART) simulate --rate $(RATE)
+
+dashboard: setup  ## web dashboard on http://127.0.0.1:8050 (HOST=, PORT= to change), until Ctrl-C
+	$(SPARKMART) dashboard $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 ml: setup  ## train, evaluate and score every model on the gold layer (after `make batch`)
 	$(SPARKMART) ml train

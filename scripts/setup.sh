@@ -2,6 +2,7 @@
 # Idempotent set-up for a fresh Debian/Ubuntu machine (what `make setup` runs):
 #   1. Java 17+ (Spark 4 needs it)          apt: openjdk-17-jre-headless
 #   2. the PostgreSQL JDBC driver           apt: libpostgresql-jdbc-java -> /usr/share/java/postgresql.jar
+#      and Chromium for the dashboard's browser tests   apt: chromium -> /usr/bin/chromium
 #   3. a Python venv with sparkmart         .venv, pip install -e '.[dev]'
 #   4. a reachable PostgreSQL               $DATABASE_URL / PG* when set, else the local cluster
 #   5. the project database and schemas     public, analytics, quarantine, streaming, audit
@@ -42,6 +43,11 @@ if [ ! -f "$JDBC_JAR" ]; then
   apt_install libpostgresql-jdbc-java
 fi
 say "JDBC driver ok ($JDBC_JAR)"
+# Playwright drives Debian's Chromium (tests/test_dashboard.py); never `playwright install`.
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+say "chromium ok ($(/usr/bin/chromium --version 2>/dev/null | head -n 1))"
 
 # 3. Python venv --------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then

@@ -537,6 +537,39 @@ def run_ml_command(
         echo(summary.format())
 
 
+# --- dashboard -----------------------------------------------------------------------------
+
+
+@app.command()
+def dashboard(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: dashboard.host).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: dashboard.port).")] = None,
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Serve the web dashboard (live sales, analytics, run monitor) until Ctrl-C."""
+    from sparkmart.dashboard.app import DashboardError, serve
+
+    with clear_errors():
+        try:
+            serve(load(config_dir, profile), host=host, port=port, announce=echo)
+        except DashboardError as exc:
+            fail(str(exc))
+
+
+def dashboard_hint(settings: Settings) -> str:
+    from sparkmart.dashboard.app import DashboardOptions, dashboard_url
+
+    options = DashboardOptions.from_settings(settings)
+    return (
+        f"watch it: `make dashboard` (or `sparkmart dashboard`), then open "
+        f"{dashboard_url(options.host, options.port)}live; `make stream` in another terminal "
+        "feeds the live page"
+    )
+
+
 @app.command()
 def demo(
     scale: Annotated[str, typer.Option(help="Preset size for the generated data.")] = "small",
@@ -594,7 +627,8 @@ def demo(
             f"\ndemo finished in {time.perf_counter() - started:.0f} s; "
             f"output under {settings.data_dir.resolve()}\n"
             f"query the results: psql '{pg.display}' -c 'SELECT * FROM analytics.sales_trends "
-            "WHERE grain = $$month$$ ORDER BY period_start'"
+            "WHERE grain = $$month$$ ORDER BY period_start'\n"
+            f"{dashboard_hint(settings)}"
         )
 
 

@@ -53,6 +53,7 @@ PROFILE_SPEC: Spec = {
     "broadcast_threshold_mb": (int, True),
     "ui_enabled": (bool, True),
     "log_level": (str, True),
+    "app_log_level": (str, False),  # sparkmart's own log lines (log_level is Spark's)
     "jars": (list, True),
     "conf": ({ANY_KEYS: str}, False),
 }
@@ -63,6 +64,17 @@ SPARK_SPEC: Spec = {
 }
 
 SCALE_SPEC: Spec = {"customers": (int, True), "products": (int, True), "orders": (int, True)}
+
+# `sparkmart dashboard`: every key optional (defaults and ranges in sparkmart.dashboard.app).
+DASHBOARD_SPEC: Spec = {
+    "host": (str, False),
+    "port": (int, False),
+    "refresh_seconds": (float, False),
+    "live_minutes": (int, False),
+    "alerts": (int, False),
+    "runs": (int, False),
+    "spark_ui_timeout_seconds": (float, False),
+}
 
 PIPELINE_SPEC: Spec = {
     "paths": (
@@ -105,6 +117,7 @@ PIPELINE_SPEC: Spec = {
         },
         True,
     ),
+    "dashboard": (DASHBOARD_SPEC, False),
 }
 
 # Section contents are validated by their owners (SimulatorOptions, StreamOptions, AlertParams).
@@ -238,6 +251,7 @@ class SparkProfile:
     jars: list[str]
     executor_memory: str | None = None
     executor_cores: int | None = None
+    app_log_level: str = "INFO"
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -254,6 +268,11 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         return Path(self.pipeline["paths"]["data_dir"])
+
+    @property
+    def dashboard(self) -> dict[str, Any]:
+        """``dashboard:`` of pipeline.yaml (may be empty: the dashboard has defaults)."""
+        return dict(self.pipeline.get("dashboard") or {})
 
     def path(self, layer: str) -> Path:
         """Location of a named layer (``raw``, ``silver``, ``models``...) under the data dir."""

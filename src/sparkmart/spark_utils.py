@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,40 @@ from sparkmart.config import SparkProfile
 
 LOGGER_NAME = "sparkmart"
 
+# The run every log line belongs to. A process runs one pipeline run at a time, and Spark calls
+# back into Python from its own threads (foreachBatch), so a process-wide stack serves better
+# here than a context variable, which new threads would not inherit.
+_run_ids: list[str] = []
+_run_ids_lock = threading.Lock()
+
+
+def current_run_id() -> str | None:
+    """The id of the run in progress in this process (innermost ``run_context``), or None."""
+    with _run_ids_lock:
+        return _run_ids[-1] if _run_ids else None
+
+
+@contextmanager
+def run_context(run_id: str) -> Iterator[str]:
+    """Stamp every sparkmart log line written inside the block with ``run_id``."""
+    with _run_ids_lock:
+        _run_ids.append(run_id)
+    try:
+        yield run_id
+    finally:
+        with _run_ids_lock:
+            _run_ids.remove(run_id)
+
+
+class RunIdFilter(logging.Filter):
+    """Adds ``run_id`` (full) and ``run_tag`` (`` [run 1a2b3c4d]`` or empty) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = current_run_id()
+        record.run_id = run_id
+        record.run_tag = f" [run {run_id[:8]}]" if run_id else ""
+        return True
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: easy to grep, easy to load into Spark or pandas."""
@@ -32,6 +67,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
             "level": record.levelname,
             "logger": record.name,
+            "run_id": getattr(record, "run_id", None),
             "msg": record.getMessage(),
         }
         payload.update(getattr(record, "fields", {}))
@@ -40,23 +76,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def get_logger(name: str = LOGGER_NAME, level: str | None = None) -> logging.Logger:
-    """The project's logger: plain text on a terminal, JSON lines when SPARKMART_LOG_JSON=1."""
-    logger = logging.getLogger(name if name.startswith(LOGGER_NAME) else f"{LOGGER_NAME}.{name}")
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(run_tag)s: %(message)s"
+
+
+def log_formatter(json_lines: bool) -> logging.Formatter:
+    """The project's log line: JSON objects, or text with the run id after the logger name."""
+    return JsonFormatter() if json_lines else logging.Formatter(TEXT_LOG_FORMAT, "%H:%M:%S")
+
+
+def configure_logging(level: str | None = None) -> logging.Logger:
+    """Install the project's stderr handler once (JSON lines when SPARKMART_LOG_JSON=1) and set
+    the level: ``level`` if given, else $SPARKMART_LOG_LEVEL, else INFO."""
     root = logging.getLogger(LOGGER_NAME)
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        if os.environ.get("SPARKMART_LOG_JSON") == "1":
-            handler.setFormatter(JsonFormatter())
-        else:
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-            )
+        handler.setFormatter(log_formatter(os.environ.get("SPARKMART_LOG_JSON") == "1"))
+        handler.addFilter(RunIdFilter())
         root.addHandler(handler)
-        root.setLevel(os.environ.get("SPARKMART_LOG_LEVEL", "INFO").upper())
         root.propagate = False
+        level = level or os.environ.get("SPARKMART_LOG_LEVEL", "INFO")
     if level:
-        root.setLevel(level.upper())
+        try:
+            root.setLevel(level.upper())
+        except ValueError as exc:
+            raise ValueError(
+                f"log level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+            ) from exc
+    return root
+
+
+def get_logger(name: str = LOGGER_NAME, level: str | None = None) -> logging.Logger:
+    """The project's logger: plain text on a terminal, JSON lines when SPARKMART_LOG_JSON=1."""
+    logger = logging.getLogger(name if name.startswith(LOGGER_NAME) else f"{LOGGER_NAME}.{name}")
+    configure_logging(level)
     return logger
 
 
@@ -92,7 +144,32 @@ def spark_conf_for(profile: SparkProfile) -> dict[str, str]:
     if log4j.exists():  # a source checkout; an installed wheel keeps Spark's default logging
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
     conf.update(profile.conf)
+    if conf.get(EVENT_LOG_ENABLED, "false").lower() == "true":
+        conf[EVENT_LOG_DIR] = event_log_uri(conf.get(EVENT_LOG_DIR, DEFAULT_EVENT_LOG_DIR))
     return conf
+
+
+EVENT_LOG_ENABLED = "spark.eventLog.enabled"
+EVENT_LOG_DIR = "spark.eventLog.dir"
+DEFAULT_EVENT_LOG_DIR = "data/spark-events"
+
+
+def event_log_uri(location: str) -> str:
+    """Spark's event log directory as a URI; a plain relative path is taken from the working
+    directory (like the data dir in config/pipeline.yaml), so the history server finds it."""
+    if "://" in location or location.startswith("file:"):
+        return location
+    return Path(location).resolve().as_uri()
+
+
+def local_event_log_dir(conf: dict[str, str]) -> Path | None:
+    """The local directory event logs go to, when they are on and go to the local disk."""
+    if conf.get(EVENT_LOG_ENABLED, "false").lower() != "true":
+        return None
+    uri = conf.get(EVENT_LOG_DIR, "")
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file://").removeprefix("file:"))
+    return None
 
 
 def missing_jars(profile: SparkProfile) -> list[str]:
@@ -110,8 +187,13 @@ def get_spark(profile: SparkProfile) -> SparkSession:
     log = get_logger("spark")
     for jar in missing_jars(profile):
         log.warning("jar %s not found: PostgreSQL over JDBC will not work (run `make setup`)", jar)
+    configure_logging(os.environ.get("SPARKMART_LOG_LEVEL") or profile.app_log_level)
+    conf = spark_conf_for(profile)
+    event_dir = local_event_log_dir(conf)
+    if event_dir is not None:  # Spark refuses to start when the event log directory is missing
+        event_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
-    for key, value in spark_conf_for(profile).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(profile.log_level)

@@ -11,6 +11,11 @@ transform. A run:
 4. **export**: Parquet (orders partitioned by month), one CSV report per mart, an immutable
    snapshot, and PostgreSQL ``analytics.*`` / ``quarantine.rows`` — each all or nothing;
 5. **audit**: ``audit.pipeline_runs`` gets a row at the start and its result at the end.
+
+Every step is measured by ``monitor.metrics`` (Spark's own job, stage, shuffle, I/O and CPU
+metrics -> ``audit.step_metrics``, ``runs/<run_id>.json`` and the table printed at the end) and
+records what it read and wrote (``monitor.lineage`` -> ``audit.lineage`` and OpenLineage events
+in ``runs/<run_id>.openlineage.jsonl``); every log line carries the run id.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from sparkmart.batch.analytics import build_gold
 from sparkmart.batch.export import (
@@ -38,13 +44,23 @@ from sparkmart.batch.export import (
     write_parquet_atomically,
     write_snapshot,
 )
-from sparkmart.batch.ingest import INGESTED_AT_COLUMN, Increment, read_bronze, sources_for
+from sparkmart.batch.ingest import (
+    INGESTED_AT_COLUMN,
+    SOURCE_COLUMN,
+    Increment,
+    Source,
+    read_bronze,
+    sources_for,
+)
 from sparkmart.batch.quality import QualityCounts, QualityParams, SilverResult, build_silver
 from sparkmart.config import Settings
 from sparkmart.io.postgres import PgSettings, merge_into
 from sparkmart.monitor import audit
-from sparkmart.schemas import ENTITIES, PRIMARY_KEYS
-from sparkmart.spark_utils import StepTiming, get_logger, timed
+from sparkmart.monitor.lineage import DatasetRef, file_dataset, postgres_dataset
+from sparkmart.monitor.metrics import StepMetrics, format_step_table
+from sparkmart.monitor.run import MonitoredRun, monitored_run
+from sparkmart.schemas import ENTITIES, PRIMARY_KEYS, RAW_SCHEMAS
+from sparkmart.spark_utils import get_logger
 
 PIPELINE = "batch"
 log = get_logger("batch")
@@ -108,11 +124,13 @@ class BatchSummary:
     counts: QualityCounts | None = None
     gold_rows: dict[str, int] = field(default_factory=dict)
     postgres_rows: dict[str, int] = field(default_factory=dict)
-    steps: list[StepTiming] = field(default_factory=list)
+    steps: list[StepMetrics] = field(default_factory=list)
     watermarks: dict[str, dt.datetime] = field(default_factory=dict)
     snapshot: str | None = None
     schema_reports: list[str] = field(default_factory=list)
     error: str | None = None
+    spark_app_id: str | None = None
+    lineage_file: str | None = None
 
     def rows_json(self) -> dict[str, Any]:
         return {
@@ -142,17 +160,9 @@ class BatchSummary:
         if self.snapshot:
             lines.append(f"snapshot: {self.snapshot}")
         if self.steps:
-            lines += ["", f"{'step':<22} {'seconds':>8} {'rows':>12} {'rows/s':>12}"]
-            for step in self.steps:
-                rows = step.rows_out if step.rows_out is not None else step.rows_in
-                rate = step.rows_per_second
-                lines.append(
-                    f"{step.name:<22} {step.seconds:>8.1f} "
-                    f"{'' if rows is None else f'{rows:,}':>12} "
-                    f"{'' if rate is None else f'{rate:,.0f}':>12}"
-                )
-            total = sum(step.seconds for step in self.steps)
-            lines.append(f"{'total':<22} {total:>8.1f}")
+            lines += ["", format_step_table(self.steps)]
+        if self.spark_app_id:
+            lines.append(f"Spark application: {self.spark_app_id}")
         if self.error:
             lines.append(f"error: {self.error}")
         return "\n".join(lines)
@@ -293,40 +303,76 @@ def run_batch(
         "sources": {k: list(v) for k, v in options.sources.items()},
         "strict": options.strict,
     }
-    if pg is not None:
-        audit.start_run(
-            pg,
-            run_id,
-            options.pipeline_name,
-            mode,
-            audit.config_digest(settings.config_dir),
-            parameters,
-            started_at,
-        )
-    try:
-        _run_steps(spark, settings, options, pg, summary)
-        summary.status = "succeeded"
-    except Exception as exc:
-        summary.status = "failed"
-        summary.error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        summary.finished_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with monitored_run(
+        spark, PIPELINE, options.layer("runs"), pg, run_id=run_id, logger=log, own_summary=True
+    ) as run:
+        summary.steps = run.steps
+        summary.spark_app_id = run.monitor.app_id
+        summary.lineage_file = str(run.lineage.events_file)
         if pg is not None:
-            audit.finish_run(
+            audit.start_run(
                 pg,
                 run_id,
-                summary.status,
-                summary.finished_at,
-                rows=summary.rows_json(),
-                quarantined=summary.quarantined_json(),
-                steps=[step.as_dict() for step in summary.steps],
-                error=summary.error,
-                watermarks=summary.watermarks if summary.status == "succeeded" else None,
-                pipeline=options.pipeline_name,
+                options.pipeline_name,
+                mode,
+                audit.config_digest(settings.config_dir),
+                parameters,
+                started_at,
+                spark_app_id=run.monitor.app_id,
             )
-        _write_run_file(options, summary)
+        try:
+            _run_steps(spark, settings, options, pg, summary, run)
+            summary.status = "succeeded"
+        except Exception as exc:
+            summary.status = "failed"
+            summary.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            summary.finished_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            if pg is not None:
+                audit.finish_run(
+                    pg,
+                    run_id,
+                    summary.status,
+                    summary.finished_at,
+                    rows=summary.rows_json(),
+                    quarantined=summary.quarantined_json(),
+                    steps=[step.as_dict() for step in summary.steps],
+                    error=summary.error,
+                    watermarks=summary.watermarks if summary.status == "succeeded" else None,
+                    pipeline=options.pipeline_name,
+                )
+            _write_run_file(options, summary)
     return summary
+
+
+# --- lineage of each step --------------------------------------------------------------------
+
+
+def _source_dataset(source: Source, pg: PgSettings | None, rows: int | None) -> DatasetRef:
+    schema = RAW_SCHEMAS[source.entity]
+    if source.kind == "postgres" and pg is not None:
+        return postgres_dataset(pg, source.location, schema, rows)
+    return file_dataset(source.location, source.kind, schema, rows)
+
+
+def _gold_schema(name: str, frame: DataFrame) -> StructType:
+    """The schema of a gold dataset as written (orders carry their partition column)."""
+    return (frame.transform(with_order_month) if name == "orders" else frame).schema
+
+
+def _tables(
+    root: Path,
+    schemas: Mapping[str, StructType],
+    rows: Mapping[str, int],
+    fmt: str = "parquet",
+    suffix: str = "",
+) -> list[DatasetRef]:
+    """One file dataset per table of ``rows``: ``<root>/<name><suffix>``."""
+    return [
+        file_dataset(root / f"{name}{suffix}", fmt, schemas.get(name), count)
+        for name, count in rows.items()
+    ]
 
 
 def _run_steps(
@@ -335,13 +381,16 @@ def _run_steps(
     options: BatchOptions,
     pg: PgSettings | None,
     summary: BatchSummary,
+    run: MonitoredRun,
 ) -> None:
     started_at = summary.started_at
     increments = _increments(pg, options) if options.incremental else None
 
-    with timed("ingest (bronze)", log) as step:
+    with run.step("ingest (bronze)") as step:
         bronze = ingest(spark, options, started_at, pg, increments, summary)
         previous_keys = {}
+        inputs: list[DatasetRef] = []
+        bronze_tables: list[DatasetRef] = []
         for entity, frame in bronze.items():
             entity_dir = options.layer("bronze") / entity
             if options.incremental and entity_dir.exists():
@@ -355,32 +404,63 @@ def _run_steps(
             run_dir = entity_dir / f"run_id={summary.run_id}"
             write_parquet_atomically(frame, run_dir)
             bronze[entity] = spark.read.parquet(str(run_dir))
-        step.rows_out = sum(frame.count() for frame in bronze.values())
-    summary.steps.append(step)
+            per_source = dict(bronze[entity].groupBy(SOURCE_COLUMN).count().collect())
+            for source in sources_for(entity, options.sources[entity], options.input_dir):
+                inputs.append(_source_dataset(source, pg, per_source.get(source.label, 0)))
+            bronze_tables.append(
+                file_dataset(run_dir, "parquet", bronze[entity].schema, sum(per_source.values()))
+            )
+        step.rows_out = sum(ref.rows or 0 for ref in bronze_tables)
+    run.record_lineage(step, inputs, bronze_tables)
 
-    with timed("quality (silver)", log) as step:
+    with run.step("quality (silver)") as step:
         params = QualityParams.from_config(
             {**options.quality, "strict": options.strict}, as_of=started_at
         )
         extra_keys = previous_keys
         result = build_silver(bronze, params, extra_keys or None).persist()
         summary.counts = result.counts().check()
+        earlier_silver = [
+            file_dataset(options.layer("silver") / entity, "parquet")
+            for entity in ENTITIES
+            if options.incremental and (options.layer("silver") / entity).exists()
+        ]
         silver = write_silver(spark, result, options)
         quarantined = write_quarantine(result, options, summary.run_id, pg)
         step.rows_in = sum(e.rows_in for e in summary.counts.entities)
         step.rows_out = sum(e.silver for e in summary.counts.entities)
         step.extra["quarantined"] = quarantined
         result.unpersist()
-    summary.steps.append(step)
-    summary.watermarks = high_water_marks(bronze, started_at)
+        silver_tables = _tables(
+            options.layer("silver"),
+            {entity: frame.schema for entity, frame in silver.items()},
+            {entity: frame.count() for entity, frame in silver.items()},
+        )
+        outputs = list(silver_tables)
+        quarantine_dir = options.layer("quarantine") / f"run_id={summary.run_id}"
+        quarantine_schema = result.quarantine.schema
+        outputs.append(file_dataset(quarantine_dir, "parquet", quarantine_schema, quarantined))
+        if pg is not None and quarantined:
+            outputs.append(postgres_dataset(pg, "quarantine.rows", None, quarantined))
+        summary.watermarks = high_water_marks(bronze, started_at)
+    run.record_lineage(step, bronze_tables + earlier_silver, outputs)
 
-    with timed("analytics (gold)", log) as step:
+    with run.step("analytics (gold)") as step:
         gold = build_gold(silver["customers"], silver["products"], silver["orders"])
         summary.gold_rows = write_gold(gold, options)
         step.rows_out = sum(summary.gold_rows.values())
-    summary.steps.append(step)
+        gold_schemas = {name: _gold_schema(name, frame) for name, frame in gold.items()}
+        gold_tables = _tables(options.layer("gold"), gold_schemas, summary.gold_rows)
+        reports = _tables(
+            options.layer("reports"),
+            gold_schemas,
+            {mart: summary.gold_rows[mart] for mart in MARTS},
+            "csv",
+            ".csv",
+        )
+    run.record_lineage(step, silver_tables, gold_tables + reports)
 
-    with timed("snapshot", log) as step:
+    with run.step("snapshot") as step:
         snapshot = write_snapshot(
             options.layer("gold"),
             options.layer("snapshots"),
@@ -390,10 +470,12 @@ def _run_steps(
         )
         apply_retention(options.layer("snapshots"), options.snapshot_retention)
         summary.snapshot = str(snapshot.path)
-    summary.steps.append(step)
+        step.rows_out = sum(snapshot.tables.values())
+        copies = _tables(snapshot.path, gold_schemas, snapshot.tables, "snapshot")
+    run.record_lineage(step, gold_tables, copies)
 
     if options.export_postgres and pg is not None:
-        with timed("export (PostgreSQL)", log) as step:
+        with run.step("export (PostgreSQL)") as step:
             gold_written = read_gold(spark, options)
             entities = {k: v for k, v in gold_written.items() if k in ENTITIES}
             marts = {k: v for k, v in gold_written.items() if k not in ENTITIES}
@@ -402,7 +484,11 @@ def _run_steps(
                 **export_to_postgres(marts, pg),
             }
             step.rows_out = sum(summary.postgres_rows.values())
-        summary.steps.append(step)
+            tables = [
+                postgres_dataset(pg, f"analytics.{name}", gold_written[name].schema, rows)
+                for name, rows in summary.postgres_rows.items()
+            ]
+        run.record_lineage(step, gold_tables, tables)
 
 
 def _increments(pg: PgSettings | None, options: BatchOptions) -> dict[str, Increment]:
@@ -429,10 +515,12 @@ def _write_run_file(options: BatchOptions, summary: BatchSummary) -> None:
         "status": summary.status,
         "started_at": summary.started_at,
         "finished_at": summary.finished_at,
+        "spark_app_id": summary.spark_app_id,
         "rows": summary.rows_json(),
         "quarantined": summary.quarantined_json(),
         "steps": [step.as_dict() for step in summary.steps],
         "snapshot": summary.snapshot,
+        "lineage": summary.lineage_file,
         "error": summary.error,
     }
     (runs / f"{summary.run_id}.json").write_text(json.dumps(payload, indent=2, default=str))

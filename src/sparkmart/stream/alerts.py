@@ -38,6 +38,7 @@ from sparkmart.config import STREAMING_CONFIG, ConfigError, Settings, validate
 from sparkmart.io.postgres import PgSettings, connect, replace_table_atomically, table_exists
 from sparkmart.schemas import ALERT_SCHEMA, ALERT_SEVERITIES
 from sparkmart.spark_utils import get_logger
+from sparkmart.stream.fraud import FraudAlertParams, LiveFraudScorer
 from sparkmart.stream.sinks import BatchContext
 from sparkmart.stream.tables import (
     ALERTS,
@@ -143,7 +144,12 @@ ALERTS_SPEC: Mapping[str, Any] = {
         "top_segments": (list, False),
     },
     "system": {"backlog_batches": int, "state_growth_batches": int, "severity": _SEVERITY},
+    "fraud": (
+        {"enabled": (bool, False), "threshold": (float, False), "severity": (str, False)},
+        False,
+    ),
 }
+FRAUD_ALERT = "suspected_fraud"
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class AlertParams:
     sales_drop: SalesDropParams = field(default_factory=SalesDropParams)
     high_value: HighValueParams = field(default_factory=HighValueParams)
     system: SystemParams = field(default_factory=SystemParams)
+    fraud: FraudAlertParams = field(default_factory=FraudAlertParams)
 
     @classmethod
     def from_config(cls, alerts: Mapping[str, Any]) -> AlertParams:
@@ -174,6 +181,7 @@ class AlertParams:
             sales_drop=SalesDropParams(**section("sales_drop")),
             high_value=HighValueParams(**high_value),
             system=SystemParams(**section("system")),
+            fraud=FraudAlertParams(**section("fraud")) if "fraud" in alerts else FraudAlertParams(),
         )
         params.check()
         return params
@@ -207,9 +215,10 @@ class AlertParams:
             ("high_value.order_amount", self.high_value.order_amount > 0, "> 0"),
             ("system.backlog_batches", self.system.backlog_batches >= 1, ">= 1"),
             ("system.state_growth_batches", self.system.state_growth_batches >= 1, ">= 1"),
+            ("fraud.threshold", 0 < self.fraud.threshold <= 1, "in (0, 1]"),
         ]
         sections = ("low_inventory", "unusual_amount", "customer_burst", "sales_drop")
-        for name in (*sections, "high_value", "system"):
+        for name in (*sections, "high_value", "system", "fraud"):
             severity = getattr(self, name).severity
             ranges.append((f"{name}.severity", severity in ALERT_SEVERITIES, _one_of_severities()))
         for key, ok, expected in ranges:
@@ -336,12 +345,18 @@ def with_order_context(
 ) -> Callable[[DataFrame], DataFrame]:
     """Events + amount and their product's and customer's context (broadcast joins)."""
 
+    columns = [
+        *[F.col(name) for name in EVENT_COLUMNS],
+        net_revenue().cast(DoubleType()).alias("amount"),
+    ]
+    products = F.broadcast(product_stats)
+    customers = F.broadcast(customer_stats)
+
     def transform(events: DataFrame) -> DataFrame:
         return (
-            events.select(*EVENT_COLUMNS)
-            .withColumn("amount", net_revenue().cast(DoubleType()))
-            .join(F.broadcast(product_stats), "product_id", "left")
-            .join(F.broadcast(customer_stats), "customer_id", "left")
+            events.select(*columns)
+            .join(products, "product_id", "left")
+            .join(customers, "customer_id", "left")
         )
 
     return transform
@@ -471,34 +486,69 @@ def raise_event_alerts(
 ) -> Callable[[DataFrame], DataFrame]:
     """Context-joined events -> alert rows (ALERT_SCHEMA), one per event and rule that fired."""
 
+    # Built once and reused by every micro-batch (see stream/events.py: parse_events).
+    fired = F.filter(F.array(*rules), lambda candidate: candidate.isNotNull())
+    alert_fields = [
+        F.col("event_id"),
+        F.col("event_time"),
+        F.explode(fired).alias("alert"),
+    ]
+    output = [
+        _alert_id_column(F.col("alert_type"), F.col("alert_key"), F.col("event_id")).alias(
+            "alert_id"
+        ),
+        *[F.col(name) for name in ("alert_type", "severity", "alert_key", "message", "event_time")],
+        (detected_at if detected_at is not None else F.current_timestamp()).alias("detected_at"),
+        *[F.col(name) for name in ("value", "threshold", "event_id")],
+    ]
+
     def transform(enriched: DataFrame) -> DataFrame:
-        fired = F.filter(F.array(*rules), lambda candidate: candidate.isNotNull())
-        exploded = enriched.select(
-            "event_id", "event_time", F.explode(fired).alias("alert")
-        ).select("event_id", "event_time", "alert.*")
-        return exploded.select(
-            _alert_id_column(F.col("alert_type"), F.col("alert_key"), F.col("event_id")).alias(
-                "alert_id"
-            ),
-            "alert_type",
-            "severity",
-            "alert_key",
-            "message",
-            "event_time",
-            (detected_at if detected_at is not None else F.current_timestamp()).alias(
-                "detected_at"
-            ),
-            "value",
-            "threshold",
-            "event_id",
+        return (
+            enriched.select(*alert_fields)
+            .select("event_id", "event_time", "alert.*")
+            .select(*output)
         )
+
+    return transform
+
+
+def fraud_alerts(params: FraudAlertParams, model_version: str) -> Callable[[DataFrame], DataFrame]:
+    """Live fraud scores (stream/fraud.py) -> ``suspected_fraud`` alerts at or above the
+    threshold, keyed like the other per-event alerts (customer, event)."""
+    key = F.coalesce(F.col("customer_id").cast(StringType()), F.col("event_id"))
+    columns = [
+        _alert_id_column(F.lit(FRAUD_ALERT), key, F.col("event_id")).alias("alert_id"),
+        F.lit(FRAUD_ALERT).alias("alert_type"),
+        F.lit(params.severity).alias("severity"),
+        key.alias("alert_key"),
+        F.format_string(
+            "order %s by customer %s: fraud score %.3f >= %.2f (fraud model v%s)",
+            "order_id",
+            "customer_id",
+            "fraud_score",
+            F.lit(params.threshold),
+            F.lit(model_version),
+        ).alias("message"),
+        F.col("event_time"),
+        F.current_timestamp().alias("detected_at"),
+        F.col("fraud_score").alias("value"),
+        F.lit(params.threshold).alias("threshold"),
+        F.col("event_id"),
+    ]
+
+    def transform(scores: DataFrame) -> DataFrame:
+        return scores.where(F.col("fraud_score") >= params.threshold).select(*columns)
 
     return transform
 
 
 def conform_alerts(alerts: DataFrame) -> DataFrame:
     """Cast to ALERT_SCHEMA's types and order."""
-    return alerts.select(*[F.col(f.name).cast(f.dataType) for f in ALERT_SCHEMA.fields])
+    return alerts.select(*_conformed_columns())
+
+
+def _conformed_columns() -> list[Column]:
+    return [F.col(f.name).cast(f.dataType) for f in ALERT_SCHEMA.fields]
 
 
 # --- stateful rules (SQL in the streaming query's transaction) ---------------------------------
@@ -930,12 +980,21 @@ class AlertEngine:
         *,
         trigger_seconds: float = 5.0,
         pg: PgSettings | None = None,
+        fraud: LiveFraudScorer | None = None,
     ) -> None:
         self.params = params
+        self.fraud = fraud
         self.product_stats = product_stats
         self.customer_stats = customer_stats
         self.trigger_seconds = trigger_seconds
         self.pg = pg
+        # The per-event path is built once: every micro-batch reuses the same expressions.
+        self._with_context = with_order_context(product_stats, customer_stats)
+        self._raise = raise_event_alerts(event_rules(params))
+        self._conformed = _conformed_columns()
+        self._fraud_alerts = (
+            fraud_alerts(fraud.params, fraud.saved.version) if fraud is not None else None
+        )
 
     @classmethod
     def create(cls, spark: SparkSession, settings: Settings, pg: PgSettings) -> AlertEngine:
@@ -971,7 +1030,8 @@ class AlertEngine:
             days,
         )
         trigger = float(settings.streaming["query"].get("trigger_seconds", 5))
-        return cls(params, products, customers, trigger_seconds=trigger, pg=pg)
+        fraud = LiveFraudScorer.load(spark, settings.path("models"), gold, params.fraud)
+        return cls(params, products, customers, trigger_seconds=trigger, pg=pg, fraud=fraud)
 
     def event_alerts(self, events: DataFrame, batch_id: int) -> DataFrame:
         """Per-event alerts of one micro-batch (ALERT_SCHEMA rows); lazy, nothing is written.
@@ -979,11 +1039,15 @@ class AlertEngine:
         ``batch_id`` is not part of any id: an event raises the same alert in whichever batch
         it arrives.
         """
-        return (
-            events.transform(with_order_context(self.product_stats, self.customer_stats))
-            .transform(raise_event_alerts(event_rules(self.params)))
-            .transform(conform_alerts)
-        )
+        return events.transform(self._with_context).transform(self._raise).select(*self._conformed)
+
+    def fraud_alerts(self, events: DataFrame) -> DataFrame | None:
+        """``suspected_fraud`` alerts of one micro-batch from the live fraud scores (ALERT_SCHEMA
+        rows), or None when live scoring is off. A job of its own: the streaming query runs it
+        beside the metric and rule jobs."""
+        if self.fraud is None or self._fraud_alerts is None:
+            return None
+        return self.fraud.scores(events).transform(self._fraud_alerts).select(*self._conformed)
 
     def stateful_alerts(self, cursor: Any, batch: BatchContext) -> int:
         """customer_burst, sales_drop and low_inventory inside the caller's transaction."""

@@ -114,35 +114,35 @@ def batch_aggregates(window: dt.timedelta) -> Callable[[DataFrame], DataFrame]:
         bits = [0 if name in columns else 1 for name in _GROUP_COLUMNS]
         return int("".join(map(str, bits)), 2)
 
+    # Built once and reused by every micro-batch (see parse_events).
+    bucket_ms = F.unix_millis("event_time")
+    keys = [
+        window_start(F.col("event_time"), window).alias("window_start"),
+        F.col("product_id"),
+        F.col("customer_id"),
+        F.to_date("event_time").alias("day"),
+        F.timestamp_millis(bucket_ms - F.pmod(bucket_ms, F.lit(LATENCY_BUCKET_MS))).alias(
+            "event_bucket"
+        ),
+        F.col("event_time"),
+        F.col("quantity"),
+        F.col(REVENUE_COLUMN),
+    ]
+    metric = F.lit(None).cast("string")
+    for name, columns in reversed(sets.items()):
+        metric = F.when(F.grouping_id() == grouping_id_of(columns), F.lit(name)).otherwise(metric)
+    grouping_sets = [[F.col(c) for c in columns] for columns in sets.values()]
+    group_columns = [F.col(c) for c in _GROUP_COLUMNS]
+    values = [
+        metric.alias(METRIC_COLUMN),
+        F.count(F.lit(1)).alias("orders"),
+        F.sum(F.col("quantity").cast("long")).alias("units"),
+        F.sum(REVENUE_COLUMN).cast(MONEY_TOTAL).alias("revenue"),
+        F.max("event_time").alias("max_event_time"),
+    ]
+
     def transform(events: DataFrame) -> DataFrame:
-        bucket_ms = F.unix_millis("event_time")
-        keyed = events.select(
-            window_start(F.col("event_time"), window).alias("window_start"),
-            "product_id",
-            "customer_id",
-            F.to_date("event_time").alias("day"),
-            F.timestamp_millis(bucket_ms - F.pmod(bucket_ms, F.lit(LATENCY_BUCKET_MS))).alias(
-                "event_bucket"
-            ),
-            "event_time",
-            "quantity",
-            REVENUE_COLUMN,
-        )
-        metric = F.lit(None).cast("string")
-        for name, columns in reversed(sets.items()):
-            metric = F.when(F.grouping_id() == grouping_id_of(columns), F.lit(name)).otherwise(
-                metric
-            )
-        return keyed.groupingSets(
-            [[F.col(c) for c in columns] for columns in sets.values()],
-            *[F.col(c) for c in _GROUP_COLUMNS],
-        ).agg(
-            metric.alias(METRIC_COLUMN),
-            F.count(F.lit(1)).alias("orders"),
-            F.sum(F.col("quantity").cast("long")).alias("units"),
-            F.sum(REVENUE_COLUMN).cast(MONEY_TOTAL).alias("revenue"),
-            F.max("event_time").alias("max_event_time"),
-        )
+        return events.select(*keys).groupingSets(grouping_sets, *group_columns).agg(*values)
 
     return transform
 

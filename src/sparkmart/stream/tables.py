@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS {BATCHES} (
     latency_histogram jsonb,      -- {{"<ms bucket>": events}}: commit time - event time
     PRIMARY KEY (query_name, batch_id)
 );
+-- the latest commit: the dashboard's freshness and cache key
+CREATE INDEX IF NOT EXISTS batches_committed_at ON {BATCHES} (committed_at DESC);
 
 -- the event-time watermark, advanced in the same transaction as the batch that moved it;
 -- query_id is the id Spark keeps in the checkpoint: a new checkpoint under an old name is refused

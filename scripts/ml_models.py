@@ -7,6 +7,7 @@ The package must be importable by the driver and executors (installed, or --py-f
 """
 
 import argparse
+import sys
 
 from sparkmart.config import load_settings
 from sparkmart.io.postgres import PgSettings
@@ -26,3 +27,4 @@ if __name__ == "__main__":
     pg = None if args.no_postgres or args.action != "score" else PgSettings.from_env()
     summary = run_ml(settings, get_spark(settings.spark), args.action, args.models.split(","), pg)
     print(summary.format())
+    sys.exit(summary.exit_status)  # evaluate: 1 when a target is missed

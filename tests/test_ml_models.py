@@ -10,69 +10,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from sparkmart.batch.analytics import build_gold
-from sparkmart.batch.export import PARTITION_COLUMNS, with_order_month, write_parquet_atomically
 from sparkmart.config import Settings
-from sparkmart.generate import generate, resolve_counts, write_generated
 from sparkmart.io.postgres import PgSettings, read_table
 from sparkmart.ml import fraud, satisfaction, segmentation
 from sparkmart.ml.core import InsufficientDataError, SchemaMismatchError
 from sparkmart.ml.pipeline import MODELS, read_inputs, run_ml
 from sparkmart.ml.registry import ModelNotFoundError, load_model
-
-# Small grids: these tests check that the pipelines work, not how good they are.
-TINY_ML = {
-    "seed": 7,
-    "segmentation": {"k_min": 3, "k_max": 4, "max_iter": 10, "restarts": 1},
-    "forecasting": {
-        "horizon_days": 30,
-        "lag_days": [35],
-        "moving_average_days": [7],
-        "cv_folds": 1,
-        "reg_params": [0.01],
-        "elastic_net_params": [0.0],
-    },
-    "recommendation": {"rank": 2, "max_iter": 2, "top_n": 5, "holdout_days": 120},
-    "fraud": {"reg_params": [0.01], "cv_folds": 2, "max_iter": 10, "min_positives": 2},
-    "satisfaction": {"reg_params": [0.0], "cv_folds": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_gold(
-    spark: SparkSession, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
-    """Gold customers, products and orders of `tiny` data, and the generator's truth.
-
-    Built from the generator's clean rows with the batch's gold transforms (the quality steps
-    are tested elsewhere and would only slow these tests down).
-    """
-    gen_config = settings.pipeline["generate"]
-    root = tmp_path_factory.mktemp("ml_tiny")
-    data = generate(spark, resolve_counts(settings, "tiny"), gen_config["seed"], gen_config)
-    write_generated(data, root / "raw", ["parquet"], None)
-    clean = {}
-    for entity, frame in data.clean.items():
-        frame.write.parquet(str(root / "clean" / entity))
-        clean[entity] = spark.read.parquet(str(root / "clean" / entity))
-    gold = build_gold(clean["customers"], clean["products"], clean["orders"])
-    for name in ("customers", "products", "orders"):
-        frame = gold[name].transform(with_order_month) if name == "orders" else gold[name]
-        write_parquet_atomically(frame, root / "gold" / name, PARTITION_COLUMNS.get(name))
-    return {"gold_dir": root / "gold", "truth_dir": root / "raw" / "truth"}
-
-
-@pytest.fixture(scope="module")
-def tiny_ml(
-    spark: SparkSession,
-    settings: Settings,
-    tiny_gold: dict[str, Path],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> dict:
-    """The five models trained on the `tiny` gold tables."""
-    dirs: dict = {**tiny_gold, "models_dir": tmp_path_factory.mktemp("models")}
-    tiny_settings = dataclasses.replace(settings, ml=TINY_ML)
-    return {**dirs, "summary": run_ml(tiny_settings, spark, "train", None, **dirs)}
+from tests.conftest import TINY_ML
 
 
 def test_gold_inputs_are_ready(tiny_gold: dict[str, Path]) -> None:
@@ -96,24 +40,26 @@ def test_training_saves_every_model_with_its_report(tiny_ml: dict) -> None:
     assert by_name["forecasting"]["baseline_mape"] > 0
 
 
-@pytest.mark.parametrize("name", [segmentation.NAME, fraud.NAME, satisfaction.NAME])
-def test_a_reloaded_model_gives_the_same_predictions(
-    spark: SparkSession, tiny_ml: dict, name: str
+def test_evaluate_checks_every_model_on_the_hold_out_of_its_training(
+    spark: SparkSession, settings: Settings, tiny_ml: dict
 ) -> None:
-    data = read_inputs(spark, tiny_ml["gold_dir"], tiny_ml["truth_dir"])
-    first = load_model(tiny_ml["models_dir"], name)
-    second = load_model(tiny_ml["models_dir"], name)
-    assert first.model is not second.model
-
-    def predict(model) -> object:
-        if name == segmentation.NAME:
-            return segmentation.score(
-                model, data.customers, data.orders, data.products, first.params
-            )
-        module = fraud if name == fraud.NAME else satisfaction
-        return module.score_orders(model, data.orders, data.customers, data.products, first.params)
-
-    assertDataFrameEqual(predict(first.model), predict(second.model))
+    """On the training data, evaluate reproduces the training run's validation: the reloaded
+    models (segmentation, fraud, satisfaction) score the same hold-out, and the refits with the
+    saved hyperparameters (forecasting, recommendation) score theirs the same way."""
+    dirs = {k: tiny_ml[k] for k in ("gold_dir", "truth_dir", "models_dir")}
+    evaluated = run_ml(dataclasses.replace(settings, ml=TINY_ML), spark, "evaluate", None, **dirs)
+    trained = {o.name: o for o in tiny_ml["summary"].outcomes}
+    assert [o.name for o in evaluated.outcomes] == list(MODELS)
+    for outcome in evaluated.outcomes:
+        expected = trained[outcome.name].targets
+        assert [t.metric for t in outcome.targets] == [t.metric for t in expected]
+        for got, want in zip(outcome.targets, expected, strict=True):
+            assert got.value == pytest.approx(want.value, rel=1e-6), f"{outcome.name} {got}"
+    metrics = {o.name: o.metrics for o in evaluated.outcomes}["forecasting"]
+    assert metrics["interval_level"] == 0.95
+    assert metrics["calibration_residuals"] == 30  # one backtest window of 30 days
+    assert 0.0 <= metrics["interval_coverage"] <= 1.0
+    assert metrics["interval_width_ratio"] > 0
 
 
 def test_scoring_writes_scores_to_gold_and_postgres(
@@ -132,13 +78,13 @@ def test_scoring_writes_scores_to_gold_and_postgres(
     forecast = spark.read.parquet(str(gold / "sales_forecast"))
     assert forecast.count() == 30
     assert forecast.filter(~F.col("forecast").between(F.col("lower"), F.col("upper"))).count() == 0
+    # The reloaded model forecasts what the trained one did (saved next to it by training).
+    trained = load_model(tiny_ml["models_dir"], "forecasting").path / "outputs" / "sales_forecast"
+    assertDataFrameEqual(forecast, spark.read.parquet(str(trained)))
     assert summary.written["orders"] == orders.count()
     assertDataFrameEqual(read_table(spark, pg, "analytics.customers"), customers)
     assertDataFrameEqual(read_table(spark, pg, "analytics.orders"), orders)
     assert summary.postgres_rows["recommendations"] > 0
-
-    evaluated = run_ml(dataclasses.replace(settings, ml=TINY_ML), spark, "evaluate", None, **dirs)
-    assert {o.name for o in evaluated.outcomes} == set(MODELS)
 
 
 def test_clear_errors_for_missing_model_schema_mismatch_and_too_little_data(

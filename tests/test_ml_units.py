@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from sparkmart.bench.recommendation_tuning import segment_best_sellers
 from sparkmart.config import ConfigError
 from sparkmart.ml import evaluation as ev
 from sparkmart.ml import features as feat
+from sparkmart.ml import recommendation as rec
 from sparkmart.ml.core import SchemaMismatchError, TrainResult, require_columns
-from sparkmart.ml.forecasting import ForecastParams, seasonal_naive
+from sparkmart.ml.forecasting import ForecastParams, seasonal_naive, with_intervals
 from sparkmart.ml.fraud import FraudParams
+from sparkmart.ml.pipeline import MLSummary, ModelOutcome, Target
 from sparkmart.ml.registry import ModelNotFoundError, latest_version, load_model, save_model
 from sparkmart.ml.segmentation import SegmentationParams, elbow_k, name_segments
 
@@ -57,6 +61,34 @@ def test_ari_on_spark_columns_ignores_null_labels(spark: SparkSession) -> None:
 def test_mape_leaves_out_zero_actuals(spark: SparkSession) -> None:
     df = spark.createDataFrame([(100.0, 90.0), (50.0, 55.0), (0.0, 3.0)], "y double, f double")
     assert ev.mean_absolute_percentage_error(df, "y", "f") == pytest.approx(0.1)
+
+
+def test_conformal_radius_takes_the_finite_sample_rank_of_the_residuals() -> None:
+    residuals = [float(r) for r in range(20, 0, -1)]  # 1..20, any order
+    assert ev.conformal_radius(residuals, 0.95) == 20.0  # rank ceil(21 x 0.95) = 20
+    assert ev.conformal_radius(residuals, 0.90) == 19.0  # rank ceil(21 x 0.90) = 19
+    assert ev.conformal_radius([0.1] * 18 + [5.0], 0.95) == 5.0  # 19: the largest
+    with pytest.raises(ValueError, match="needs at least 19 residuals, got 18"):
+        ev.conformal_radius([0.1] * 18, 0.95)
+    assert ev.min_calibration_size(0.99) == 99
+
+
+def test_intervals_width_and_coverage(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [(100.0, 90.0, 110.0), (50.0, 60.0, 80.0), (150.0, 140.0, 170.0)],
+        "y double, lower double, upper double",
+    )
+    assert ev.interval_coverage(df, "y", "lower", "upper") == pytest.approx(2 / 3)
+    assert ev.interval_width_ratio(df, "y", "lower", "upper") == pytest.approx(70 / 3 / 100)
+
+
+def test_forecast_intervals_are_the_radius_around_the_prediction(spark: SparkSession) -> None:
+    predicted = spark.createDataFrame([(math.log1p(100.0),), (0.05,)], "prediction double")
+    logged = with_intervals(predicted, ForecastParams(log_target=True), 0.1).collect()
+    assert logged[0]["lower"] == pytest.approx(math.expm1(math.log1p(100.0) - 0.1))
+    assert logged[0]["upper"] == pytest.approx(math.expm1(math.log1p(100.0) + 0.1))
+    plain = with_intervals(predicted, ForecastParams(log_target=False), 0.1).collect()
+    assert (plain[1]["lower"], plain[1]["upper"]) == (0.0, pytest.approx(0.15))  # not below 0
 
 
 def test_binary_metrics_of_a_perfect_score(spark: SparkSession) -> None:
@@ -204,6 +236,19 @@ def test_config_errors_name_the_file_and_key() -> None:
         SegmentationParams.from_config({"segmentation": {"k_min": "three"}})
     with pytest.raises(ConfigError, match=r"forecasting\.target should be one of"):
         ForecastParams.from_config({"forecasting": {"target": "profit"}})
+    with pytest.raises(ConfigError, match=r"interval_level 0.99 needs at least 99 backtest resid"):
+        ForecastParams.from_config({"forecasting": {"interval_level": 0.99, "cv_folds": 3}})
+
+
+def test_evaluate_exits_non_zero_when_a_target_is_missed() -> None:
+    met = ModelOutcome("fraud", "1", {}, [Target("roc_auc", 0.97, 0.95)])
+    missed = ModelOutcome("forecasting", "2", {}, [Target("mape", 0.12, 0.1, False)])
+    unknown = ModelOutcome("satisfaction", "1", {}, [Target("r2", None, 0.7)])
+    assert MLSummary("evaluate", [met]).exit_status == 0
+    failed = MLSummary("evaluate", [met, missed, unknown])
+    assert failed.exit_status == 1
+    assert "targets met: 1 of 3 (missed: forecasting.mape, satisfaction.r2)" in failed.format()
+    assert MLSummary("train", [met, missed]).exit_status == 0  # training still saves the model
 
 
 def test_segment_names_are_readable_and_unique() -> None:
@@ -245,3 +290,102 @@ def test_registry_versions_latest_and_missing_models(spark: SparkSession, tmp_pa
     assert (tmp_path / "toy" / "1" / "report.json").exists()
     with pytest.raises(ModelNotFoundError, match="version 7 not found"):
         load_model(tmp_path, "toy", "7")
+
+
+# --- recommendation --------------------------------------------------------------------------
+
+PAIRS_DDL = "customer_id bigint, product_id bigint, purchases float"
+CATALOGUE_DDL = "product_id bigint, category string"
+
+
+def test_category_items_add_each_customers_weighted_purchases_per_category(
+    spark: SparkSession,
+) -> None:
+    products = spark.createDataFrame(
+        [(1, "books"), (2, "books"), (3, "toys"), (4, None)], CATALOGUE_DDL
+    )
+    ids = rec.category_item_ids(products)
+    books, toys = rec.FIRST_CATEGORY_ITEM, rec.FIRST_CATEGORY_ITEM + 1
+    assert ids == {"books": books, "toys": toys}
+    pairs = spark.createDataFrame([(7, 1, 2.0), (7, 2, 1.0), (7, 4, 1.0), (8, 3, 1.0)], PAIRS_DDL)
+    expected = spark.createDataFrame(
+        [(7, 1, 2.0), (7, 2, 1.0), (7, 4, 1.0), (8, 3, 1.0), (7, books, 30.0), (8, toys, 10.0)],
+        PAIRS_DDL,
+    )
+    assertDataFrameEqual(pairs.transform(rec.with_category_items(products, ids, 10.0)), expected)
+    assertDataFrameEqual(pairs.transform(rec.with_category_items(products, ids, 0.0)), pairs)
+
+
+def test_a_customer_with_an_unshared_purchase_gets_products_of_its_category(
+    spark: SparkSession,
+) -> None:
+    """Customer 9's only book (3) was bought by nobody else: without its category, ALS would
+    know nothing about it. Category items are fitted but never recommended."""
+    books, toys = [1, 2, 3], [11, 12, 13]
+    products = spark.createDataFrame(
+        [(p, "books") for p in books] + [(p, "toys") for p in toys], CATALOGUE_DDL
+    )
+    bought = [(c, p, 1.0) for c in range(1, 5) for p in books[:2]]
+    bought += [(c, p, 1.0) for c in range(5, 9) for p in toys[:2]]
+    pairs = spark.createDataFrame([*bought, (9, 3, 1.0)], PAIRS_DDL)
+    params = rec.RecommendationParams(rank=2, reg_param=0.1, max_iter=5, category_weight=10.0)
+    ids = rec.category_item_ids(products)
+    model = rec.build_pipeline(params).fit(
+        pairs.transform(rec.with_category_items(products, ids, params.category_weight))
+    )
+    lists = rec.top_n(model, spark.createDataFrame([(9,)], "customer_id bigint"), 3)
+    rows = lists.orderBy("rank").collect()
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert {r["product_id"] for r in rows} == set(books)
+
+
+def test_windows_split_orders_before_and_within_the_last_days(spark: SparkSession) -> None:
+    orders = spark.createDataFrame(
+        [
+            (1, 10, TS(2025, 1, 5, 23)),  # before the window
+            (1, 11, TS(2025, 1, 6, 0)),  # first day of the window
+            (1, 12, TS(2025, 1, 10, 12)),  # last day
+            (1, 13, TS(2025, 1, 11, 0)),  # after the window
+            (2, 11, TS(2025, 1, 7)),  # no purchase before: not evaluated
+        ],
+        "customer_id bigint, product_id bigint, order_ts timestamp",
+    )
+    earlier, relevant = rec.split_at(orders, dt.date(2025, 1, 10), 5)
+    assert [(r["customer_id"], r["product_id"]) for r in earlier.collect()] == [(1, 10)]
+    assertDataFrameEqual(
+        relevant.select("customer_id", F.array_sort("relevant").alias("relevant")),
+        spark.createDataFrame([(1, [11, 12])], "customer_id bigint, relevant array<bigint>"),
+    )
+
+
+def test_recommendation_grid_expands_the_config_lists() -> None:
+    params = rec.RecommendationParams.from_config(
+        {"recommendation": {"max_iter": 3, "grid_rank": [2, 4], "grid_alpha": [1, 5]}}
+    )
+    points = params.grid()
+    assert [(p.rank, p.alpha) for p in points] == [(2, 1.0), (2, 5.0), (4, 1.0), (4, 5.0)]
+    assert {(p.reg_param, p.category_weight, p.max_iter) for p in points} == {(10.0, 10.0, 3)}
+    with pytest.raises(ConfigError, match=r"recommendation\.grid_rank"):
+        rec.RecommendationParams.from_config({"recommendation": {"grid_rank": [0]}})
+    with pytest.raises(ConfigError, match=r"recommendation\.grid_alpha"):
+        rec.RecommendationParams.from_config({"recommendation": {"grid_alpha": []}})
+
+
+def test_segment_oracle_recommends_the_best_sellers_of_the_segment(spark: SparkSession) -> None:
+    earlier = spark.createDataFrame(
+        [(1, 5, 1.0), (2, 5, 1.0), (2, 6, 1.0), (3, 7, 1.0), (4, 8, 1.0)], PAIRS_DDL
+    )
+    segments = spark.createDataFrame(
+        [(1, 0), (2, 0), (3, 1), (4, 1)], "customer_id bigint, segment int"
+    )
+    relevant = spark.createDataFrame(
+        [(1, [6]), (3, [7]), (9, [5])], "customer_id bigint, relevant array<bigint>"
+    )
+    lists = segment_best_sellers(earlier, segments, relevant, 2)
+    assertDataFrameEqual(
+        lists,
+        spark.createDataFrame(
+            [(1, [6], [5, 6]), (3, [7], [7, 8]), (9, [5], [])],
+            "customer_id bigint, relevant array<bigint>, recommended array<bigint>",
+        ),
+    )

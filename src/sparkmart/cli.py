@@ -529,12 +529,16 @@ def run_ml_command(
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
     pg = PgSettings.from_env() if postgres else None
     spark = get_spark(settings.spark)
+    status = 0
     for action in actions:
         try:
             summary = run_ml(settings, spark, action, chosen, pg=pg)  # type: ignore[arg-type]
         except MLError as exc:
             fail(str(exc))
         echo(summary.format())
+        status = max(status, summary.exit_status)  # 1 when `evaluate` misses a target
+    if status:
+        raise typer.Exit(status)
 
 
 # --- dashboard -----------------------------------------------------------------------------

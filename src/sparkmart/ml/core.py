@@ -7,13 +7,15 @@ a wrong key or type stops the run with a message naming ``ml_params.json: <secti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
 from sparkmart.config import ML_CONFIG, ConfigError
+
+P = TypeVar("P")
 
 
 class MLError(ValueError):
@@ -106,6 +108,15 @@ class ConfigSection:
                 f"got {value!r}"
             )
         return list(value)
+
+
+def params_from_saved(cls: type[P], saved: Mapping[str, Any]) -> P:
+    """A model's parameter dataclass from its ``params.json`` (JSON lists back to tuples;
+    chosen hyperparameters and other recorded extras left out)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    )
 
 
 @dataclass

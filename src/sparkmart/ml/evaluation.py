@@ -6,8 +6,8 @@ contingency table of cluster x segment counts, a handful of sums — come back t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from math import comb
+from collections.abc import Iterable, Sequence
+from math import ceil, comb
 
 from pyspark.ml.evaluation import (
     BinaryClassificationEvaluator,
@@ -72,6 +72,43 @@ def interval_coverage(df: DataFrame, actual: str, lower: str, upper: str) -> flo
     """Share of actual values inside [lower, upper]."""
     inside = F.when(F.col(actual).between(F.col(lower), F.col(upper)), 1.0).otherwise(0.0)
     return float(df.agg(F.avg(inside)).first()[0])
+
+
+def interval_width_ratio(df: DataFrame, actual: str, lower: str, upper: str) -> float:
+    """Mean interval width over the mean actual value: how wide the intervals are in units of
+    a typical day (0.3 = bounds 30% of a mean day apart)."""
+    row = df.agg(F.avg(F.col(upper) - F.col(lower)), F.avg(actual)).first()
+    if row is None or not row[1]:
+        raise ValueError(f"interval width: no non-zero '{actual}' values to compare with")
+    return float(row[0] / row[1])
+
+
+def _conformal_rank(count: int, level: float) -> int:
+    # ceil((n + 1) x level), tolerant of float noise such as 20 x 0.95 = 19.000000000000004
+    return ceil((count + 1) * level - 1e-9)
+
+
+def min_calibration_size(level: float) -> int:
+    """Fewest residuals whose conformal ``level`` quantile exists (19 for 95%, 99 for 99%)."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level should be in (0, 1), got {level}")
+    count = 1
+    while _conformal_rank(count, level) > count:
+        count += 1
+    return count
+
+
+def conformal_radius(absolute_residuals: Sequence[float], level: float) -> float:
+    """Split-conformal half-width: the ceil((n + 1) x level)-th smallest of n absolute
+    out-of-sample residuals. If the residuals of new points are exchangeable with these, an
+    interval prediction -/+ radius covers at least ``level`` of them."""
+    values = sorted(absolute_residuals)
+    needed = min_calibration_size(level)
+    if len(values) < needed:
+        raise ValueError(
+            f"a {level:g} conformal interval needs at least {needed} residuals, got {len(values)}"
+        )
+    return float(values[_conformal_rank(len(values), level) - 1])
 
 
 def regression_metrics(df: DataFrame, label: str, prediction: str) -> dict[str, float]:

@@ -1,16 +1,28 @@
 """Recommendations: ALS on implicit customer x product purchases, and FP-Growth associations.
 
+Each customer's purchases are a sparse row of 100,000 products: most products are bought by one
+customer or none, so co-purchases alone say little about what a customer likes. The ALS matrix
+therefore gets one extra column per product category (a *category item*, an id in a reserved
+range at the top of the int range) holding the customer's purchases in that category times
+``category_weight``: the factors then learn category affinities, which is the personal signal in
+this shop. Category items are fitted like products but never recommended.
+
 Evaluation holds out the last ``holdout_days`` of orders: the model trained on earlier
 purchases ranks products for customers who bought in both periods, scored with precision@N
 and NDCG@N against what they bought later, and compared with recommending the same best
-sellers to everyone. ``products.recommendation_rank`` ranks products by how many customers'
-top-N lists they appear in (1 = most recommended; null = in nobody's list).
+sellers to everyone. Hyperparameters are tuned (``tune``) on a validation window cut from the
+training period only: the ``validation_days`` just before the hold-out.
+``products.recommendation_rank`` ranks products by how many customers' top-N lists they appear
+in (1 = most recommended; null = in nobody's list).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import itertools
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +37,9 @@ from sparkmart.ml.evaluation import ranking_metrics
 
 NAME = "recommendation"
 MAX_ALS_ID = 2**31 - 1
+# Ids from FIRST_CATEGORY_ITEM up are category items: product ids must stay below.
+CATEGORY_ITEM_SLOTS = 1024
+FIRST_CATEGORY_ITEM = MAX_ALS_ID - CATEGORY_ITEM_SLOTS + 1
 # The generator's segments buy a main and a secondary category together (docs/generator.md):
 # the associations between categories that FP-Growth should find.
 PLANTED_CATEGORY_PAIRS = frozenset(
@@ -37,16 +52,29 @@ PLANTED_CATEGORY_PAIRS = frozenset(
         ("fashion", "sports"),
     )
 )
+# The hyperparameters ``tune`` searches, each with the config key of its list of values.
+GRID_KEYS = {
+    "rank": "grid_rank",
+    "reg_param": "grid_reg_param",
+    "alpha": "grid_alpha",
+    "category_weight": "grid_category_weight",
+}
 
 
 @dataclass(frozen=True)
 class RecommendationParams:
     rank: int = 10
-    reg_param: float = 0.1
+    reg_param: float = 10.0
     alpha: float = 10.0
     max_iter: int = 10
+    category_weight: float = 10.0
     top_n: int = 10
     holdout_days: int = 90
+    validation_days: int = 90
+    grid_rank: tuple[int, ...] = (10,)
+    grid_reg_param: tuple[float, ...] = (10.0,)
+    grid_alpha: tuple[float, ...] = (10.0,)
+    grid_category_weight: tuple[float, ...] = (10.0,)
     fpgrowth_min_support: float = 0.01
     fpgrowth_min_confidence: float = 0.05
     target_lift_over_popularity: float = 2.0
@@ -60,8 +88,16 @@ class RecommendationParams:
             reg_param=section.number("reg_param", cls.reg_param, 0),
             alpha=section.number("alpha", cls.alpha, 0),
             max_iter=section.integer("max_iter", cls.max_iter, low=1),
+            category_weight=section.number("category_weight", cls.category_weight, 0),
             top_n=section.integer("top_n", cls.top_n, low=1),
             holdout_days=section.integer("holdout_days", cls.holdout_days, low=1),
+            validation_days=section.integer("validation_days", cls.validation_days, low=1),
+            grid_rank=tuple(section.integers("grid_rank", cls.grid_rank, low=1)),
+            grid_reg_param=tuple(section.numbers("grid_reg_param", cls.grid_reg_param, low=0)),
+            grid_alpha=tuple(section.numbers("grid_alpha", cls.grid_alpha, low=0)),
+            grid_category_weight=tuple(
+                section.numbers("grid_category_weight", cls.grid_category_weight, low=0)
+            ),
             fpgrowth_min_support=section.number(
                 "fpgrowth_min_support", cls.fpgrowth_min_support, 0, 1
             ),
@@ -74,6 +110,19 @@ class RecommendationParams:
             seed=section.seed,
         )
 
+    def grid(self) -> list[RecommendationParams]:
+        """One parameter set per point of the search grid (the ``grid_*`` lists)."""
+        names = list(GRID_KEYS)
+        values = [getattr(self, GRID_KEYS[name]) for name in names]
+        return [
+            dataclasses.replace(self, **dict(zip(names, point, strict=True)))
+            for point in itertools.product(*values)
+        ]
+
+    def chosen(self) -> dict[str, float]:
+        """The searched hyperparameters as they are set."""
+        return {name: getattr(self, name) for name in GRID_KEYS}
+
 
 def interactions(orders: DataFrame) -> DataFrame:
     """customer_id, product_id, purchases (units bought: the implicit preference strength)."""
@@ -82,6 +131,48 @@ def interactions(orders: DataFrame) -> DataFrame:
         .groupBy("customer_id", "product_id")
         .agg(F.sum(F.greatest(F.col("quantity"), F.lit(1))).cast("float").alias("purchases"))
     )
+
+
+def category_item_ids(products: DataFrame) -> dict[str, int]:
+    """category -> its ALS item id (reserved ids at the top of the int range, by name order)."""
+    names = sorted(r[0] for r in products.select("category").dropna().distinct().collect())
+    if len(names) > CATEGORY_ITEM_SLOTS:
+        raise MLError(
+            f"{NAME}: {len(names):,} product categories, at most {CATEGORY_ITEM_SLOTS:,} supported"
+        )
+    return {name: FIRST_CATEGORY_ITEM + i for i, name in enumerate(names)}
+
+
+def with_category_items(products: DataFrame, item_ids: Mapping[str, int], weight: float) -> Any:
+    """Add each customer's purchases per category, times ``weight``, as category-item rows
+    (nothing when the weight is 0): ALS then sees that two customers buy the same kind of
+    products even when they never bought the same product."""
+
+    def add(pairs: DataFrame) -> DataFrame:
+        if weight == 0 or not item_ids:
+            return pairs
+        ids = F.create_map(
+            *itertools.chain.from_iterable(
+                (F.lit(name), F.lit(item)) for name, item in item_ids.items()
+            )
+        )
+        by_category = (
+            pairs.join(products.select("product_id", "category"), "product_id")
+            .filter(F.col("category").isNotNull())
+            .groupBy("customer_id", "category")
+            .agg((F.sum("purchases") * F.lit(weight)).cast("float").alias("purchases"))
+            .select(
+                "customer_id",
+                ids[F.col("category")]
+                .cast(pairs.schema["product_id"].dataType)
+                .alias("product_id"),
+                "purchases",
+            )
+            .filter(F.col("product_id").isNotNull())
+        )
+        return pairs.unionByName(by_category)
+
+    return add
 
 
 def build_pipeline(params: RecommendationParams) -> Pipeline:
@@ -103,15 +194,29 @@ def build_pipeline(params: RecommendationParams) -> Pipeline:
 
 def _check_ids(pairs: DataFrame) -> None:
     largest = pairs.agg(F.max("customer_id"), F.max("product_id")).first()
-    if any(value is not None and value > MAX_ALS_ID for value in largest):
-        raise MLError(f"{NAME}: ALS needs customer and product ids below 2^31, got {largest}")
+    customer, product = largest
+    if (customer is not None and customer > MAX_ALS_ID) or (
+        product is not None and product >= FIRST_CATEGORY_ITEM
+    ):
+        raise MLError(
+            f"{NAME}: ALS needs customer ids up to 2^31 - 1 and product ids below "
+            f"{FIRST_CATEGORY_ITEM:,} (the ids above are category items), got customer "
+            f"{customer}, product {product}"
+        )
 
 
 def top_n(model: PipelineModel, customers: DataFrame, n: int) -> DataFrame:
-    """customer_id, rank (1..n), product_id, score for the given customers."""
+    """customer_id, rank (1..n), product_id, score for the given customers (products only:
+    the model's category items are left out)."""
     als = model.stages[-1]
-    lists = als.recommendForUserSubset(customers.select("customer_id").distinct(), n)
-    return lists.select("customer_id", F.posexplode("recommendations").alias("pos", "rec")).select(
+    category_items = als.itemFactors.filter(F.col("id") >= FIRST_CATEGORY_ITEM).count()
+    lists = als.recommendForUserSubset(
+        customers.select("customer_id").distinct(), n + category_items
+    )
+    products_only = F.slice(
+        F.filter("recommendations", lambda rec: rec["product_id"] < FIRST_CATEGORY_ITEM), 1, n
+    )
+    return lists.select("customer_id", F.posexplode(products_only).alias("pos", "rec")).select(
         "customer_id",
         (F.col("pos") + 1).alias("rank"),
         F.col("rec.product_id").alias("product_id"),
@@ -131,23 +236,27 @@ def popular_products(pairs: DataFrame, n: int) -> list[int]:
     return [r["product_id"] for r in rows]
 
 
-def evaluate_holdout(
-    orders: DataFrame, params: RecommendationParams, as_of: dt.date
-) -> dict[str, Any]:
-    """ALS against the popularity baseline on purchases in the last ``holdout_days``."""
-    cut = F.lit(as_of - dt.timedelta(days=params.holdout_days - 1)).cast("date")
-    earlier = interactions(orders.filter(F.to_date("order_ts") < cut)).cache()
-    later = orders.filter(F.to_date("order_ts") >= cut)
+def split_at(orders: DataFrame, end: dt.date, days: int) -> tuple[DataFrame, DataFrame]:
+    """(orders before the window of ``days`` days ending on ``end``, and customer_id ->
+    ``relevant``: the products bought in the window by customers who also bought before)."""
+    day = F.to_date("order_ts")
+    cut = F.lit(end - dt.timedelta(days=days - 1)).cast("date")
+    earlier = orders.filter(day < cut)
+    later = orders.filter((day >= cut) & (day <= F.lit(end).cast("date")))
     relevant = (
-        later.join(earlier.select("customer_id").distinct(), "customer_id", "left_semi")
+        later.filter(F.col("product_id").isNotNull())
+        .join(earlier.select("customer_id").distinct(), "customer_id", "left_semi")
         .groupBy("customer_id")
         .agg(F.collect_set("product_id").alias("relevant"))
-        .cache()
     )
-    users = relevant.count()
-    require_rows(users, 1, "customers buying before and during the hold-out", NAME)
-    model = build_pipeline(params).fit(earlier)
-    n = params.top_n
+    return earlier, relevant
+
+
+def against_popularity(
+    model: PipelineModel, earlier_pairs: DataFrame, relevant: DataFrame, n: int
+) -> dict[str, Any]:
+    """precision@n and NDCG@n of the model's lists and of the n best sellers of
+    ``earlier_pairs`` for every customer of ``relevant``, and the model's lift in precision."""
     recommended = (
         top_n(model, relevant, n)
         .groupBy("customer_id")
@@ -157,21 +266,67 @@ def evaluate_holdout(
     als_lists = relevant.join(recommended, "customer_id", "left").withColumn(
         "recommended", F.coalesce("recommended", F.array().cast("array<bigint>"))
     )
-    popular = popular_products(earlier, n)
+    popular = popular_products(earlier_pairs, n)
     baseline_lists = relevant.withColumn(
         "recommended", F.array(*[F.lit(p).cast("bigint") for p in popular])
     )
     als_metrics = ranking_metrics(als_lists, "recommended", "relevant", n)
     baseline = ranking_metrics(baseline_lists, "recommended", "relevant", n)
     key = f"precision_at_{n}"
-    earlier.unpersist()
-    relevant.unpersist()
     return {
         **als_metrics,
         **{f"popularity_{k}": v for k, v in baseline.items()},
         "lift_over_popularity": als_metrics[key] / baseline[key] if baseline[key] else None,
-        "holdout_customers": users,
     }
+
+
+def fit(orders: DataFrame, products: DataFrame, params: RecommendationParams) -> PipelineModel:
+    """ALS on the purchases of ``orders`` plus the category items."""
+    pairs = interactions(orders).transform(
+        with_category_items(products, category_item_ids(products), params.category_weight)
+    )
+    return build_pipeline(params).fit(pairs)
+
+
+def evaluate_holdout(
+    orders: DataFrame, products: DataFrame, params: RecommendationParams, as_of: dt.date
+) -> dict[str, Any]:
+    """ALS against the popularity baseline on purchases in the last ``holdout_days``."""
+    earlier, relevant = split_at(orders, as_of, params.holdout_days)
+    earlier = earlier.cache()
+    relevant = relevant.cache()
+    users = relevant.count()
+    require_rows(users, 1, "customers buying before and during the hold-out", NAME)
+    model = fit(earlier, products, params)
+    metrics = against_popularity(model, interactions(earlier), relevant, params.top_n)
+    metrics["holdout_customers"] = users
+    earlier.unpersist()
+    relevant.unpersist()
+    return metrics
+
+
+def tune(
+    orders: DataFrame, products: DataFrame, params: RecommendationParams, as_of: dt.date
+) -> list[dict[str, Any]]:
+    """Every point of the grid scored on the validation window (the ``validation_days``
+    before the hold-out, trained on what precedes it), best precision first. The hold-out
+    is never looked at."""
+    end = as_of - dt.timedelta(days=params.holdout_days)
+    earlier, relevant = split_at(orders, end, params.validation_days)
+    earlier = earlier.cache()
+    relevant = relevant.cache()
+    require_rows(relevant.count(), 1, "customers buying before and during validation", NAME)
+    earlier_pairs = interactions(earlier).cache()
+    rows = []
+    for point in params.grid():
+        started = time.perf_counter()
+        model = fit(earlier, products, point)
+        scores = against_popularity(model, earlier_pairs, relevant, params.top_n)
+        rows.append({**point.chosen(), **scores, "seconds": time.perf_counter() - started})
+    for frame in (earlier, relevant, earlier_pairs):
+        frame.unpersist()
+    key = f"precision_at_{params.top_n}"
+    return sorted(rows, key=lambda row: -row[key])
 
 
 def baskets(orders: DataFrame, products: DataFrame) -> dict[str, DataFrame]:
@@ -267,11 +422,14 @@ def train(
     timings["interactions"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    metrics = evaluate_holdout(orders, params, as_of)
+    metrics = evaluate_holdout(orders, products, params, as_of)
     timings["holdout_evaluation"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    model = build_pipeline(params).fit(pairs)
+    item_ids = category_item_ids(products)
+    model = build_pipeline(params).fit(
+        pairs.transform(with_category_items(products, item_ids, params.category_weight))
+    )
     timings["final_fit"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -282,7 +440,7 @@ def train(
         name=NAME,
         model=model,
         metrics={**metrics, "associations": association},
-        params={**asdict(params), "as_of": as_of.isoformat()},
+        params={**asdict(params), "as_of": as_of.isoformat(), "category_items": item_ids},
         timings=timings,
         outputs={"category_associations": rules},
     )

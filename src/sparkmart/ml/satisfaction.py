@@ -100,6 +100,16 @@ def scorable(features: DataFrame) -> DataFrame:
     )
 
 
+def holdout_split(
+    labelled: DataFrame, test_fraction: float, seed: int
+) -> tuple[DataFrame, DataFrame]:
+    """(training, hold-out) rows: an order's side is fixed by a hash of its id and the seed,
+    whatever the partitioning or the orders added since, so evaluation finds the hold-out of
+    training again (randomSplit depends on how the rows are partitioned)."""
+    held_out = F.pmod(F.xxhash64("order_id", F.lit(seed)), F.lit(10_000)) < test_fraction * 10_000
+    return labelled.filter(~held_out), labelled.filter(held_out)
+
+
 def train(
     orders: DataFrame,
     customers: DataFrame,
@@ -115,9 +125,7 @@ def train(
     ).cache()
     rows = labelled.count()
     require_rows(rows, params.min_rows, "delivered orders", NAME)
-    train_rows, test_rows = labelled.randomSplit(
-        [1 - params.test_fraction, params.test_fraction], seed=params.seed
-    )
+    train_rows, test_rows = holdout_split(labelled, params.test_fraction, params.seed)
     timings["features"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
 from sparkmart.config import STREAMING_CONFIG, ConfigError, Settings, load_settings
+from sparkmart.dashboard.spark_ui import end_spark_session, record_spark_session
 from sparkmart.io.postgres import PgSettings, PostgresError, connect
 from sparkmart.spark_utils import get_logger, get_spark
 from sparkmart.stream import tables
@@ -647,6 +648,8 @@ def run_stream(
     check_checkpoint(checkpoint, pg, query_name)
 
     spark = get_spark(settings.spark)
+    # The run monitor's link to this query's Spark UI while it runs (dashboard /runs).
+    app_id = record_spark_session(pg, spark, f"stream {query_name}")
     engine = _alert_engine(spark, settings, pg) if alerts else None
     listener = None
     if engine is not None:
@@ -707,6 +710,8 @@ def run_stream(
             if listener is not None:
                 spark.streams.removeListener(listener)
             processor.close()
+            if app_id is not None:
+                end_spark_session(pg, app_id)
     error = query.exception()
     if error is not None:
         raise StreamError(f"streaming query '{query_name}' failed: {_first_line(error)}")

@@ -412,6 +412,18 @@ def serve_in_thread(app: Any) -> tuple[str, Any, threading.Thread]:
 
 
 @pytest.fixture(scope="module")
+def pg(pg: PgSettings) -> Iterator[PgSettings]:
+    """This module's own database (overriding the session's): the fixtures below create and
+    fill stream, analytics and audit tables that other tests of the session create too."""
+    own = pg.with_database(pg.dbname + "_dashboard")
+    drop_database(own)
+    ensure_database(own)
+    ensure_schemas(own)
+    yield own
+    drop_database(own)
+
+
+@pytest.fixture(scope="module")
 def dashboard(settings: Settings, pg: PgSettings, spark_ui_server: str) -> Iterator[str]:
     """The app over the filled test database."""
     fill_stream(pg)

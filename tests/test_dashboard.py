@@ -32,7 +32,6 @@ from psycopg.types.json import Jsonb
 from sparkmart.batch.analytics import GOLD_SCHEMAS
 from sparkmart.batch.export import TABLE_KEYS
 from sparkmart.config import ConfigError, Settings
-from sparkmart.dashboard import spark_ui
 from sparkmart.dashboard.app import create_app
 from sparkmart.io.postgres import (
     PgSettings,
@@ -44,6 +43,7 @@ from sparkmart.io.postgres import (
     query_rows,
     table_exists,
 )
+from sparkmart.monitor import spark_sessions
 from sparkmart.monitor.audit import ensure_audit_tables
 from sparkmart.stream import tables
 from sparkmart.stream.tables import ensure_stream_tables
@@ -309,7 +309,7 @@ def fill_audit(pg: PgSettings, live_ui: str) -> None:
     """One finished run with its steps, one still running (its steps so far only in
     audit.step_metrics, when this tree's audit DDL has that table), two recorded Spark UIs."""
     ensure_audit_tables(pg)
-    spark_ui.ensure_spark_sessions_table(pg)
+    spark_sessions.ensure_spark_sessions_table(pg)
     with connect(pg) as conn:
         insert(
             conn,
@@ -353,7 +353,7 @@ def fill_audit(pg: PgSettings, live_ui: str) -> None:
             )
         insert(
             conn,
-            spark_ui.SPARK_SESSIONS,
+            spark_sessions.SPARK_SESSIONS,
             "app_id, app_name, master, ui_url, purpose, host, pid",
             [
                 ("app-live", "sparkmart", "local[2]", live_ui, "stream", "here", 1),

@@ -305,6 +305,9 @@ def test_alert_hooks_run_inside_the_batch(spark: SparkSession, stream_pg: PgSett
                 "event_id",
             )
 
+        def fraud_alerts(self, events: DataFrame) -> None:
+            return None  # no live fraud scoring in this engine
+
         def stateful_alerts(self, cursor: Any, batch: BatchContext) -> int:
             contexts.append(batch)
             cursor.execute(

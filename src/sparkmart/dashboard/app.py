@@ -32,9 +32,10 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from sparkmart.config import PIPELINE_CONFIG, ConfigError, Settings
-from sparkmart.dashboard import queries, spark_ui
+from sparkmart.dashboard import queries
 from sparkmart.dashboard.cache import ResultCache
 from sparkmart.io.postgres import PgSettings, PostgresError
+from sparkmart.monitor import spark_sessions
 from sparkmart.stream.query import StreamOptions
 
 log = logging.getLogger("sparkmart.dashboard")
@@ -328,7 +329,7 @@ def create_app(settings: Settings, pg: PgSettings | None = None, **overrides: An
                 "runs": queries.pipeline_runs(conn, options.runs),
                 "stream_batches": queries.stream_batches(conn, STREAM_BATCHES_SHOWN),
                 "spark_sessions": queries.plain(
-                    spark_ui.live_sessions(conn, options.spark_ui_timeout_seconds)
+                    spark_sessions.live_sessions(conn, options.spark_ui_timeout_seconds)
                 ),
                 "server_time": queries.plain(dt.datetime.now(dt.timezone.utc)),
             }

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,8 +35,8 @@ from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
 from sparkmart.config import STREAMING_CONFIG, ConfigError, Settings, load_settings
-from sparkmart.dashboard.spark_ui import end_spark_session, record_spark_session
 from sparkmart.io.postgres import PgSettings, PostgresError, connect
+from sparkmart.monitor.spark_sessions import end_spark_session, record_spark_session
 from sparkmart.spark_utils import get_logger, get_spark
 from sparkmart.stream import tables
 from sparkmart.stream.events import (
@@ -58,6 +58,7 @@ from sparkmart.stream.metrics import (
 )
 from sparkmart.stream.sinks import (
     BatchDelta,
+    StatefulAlerts,
     StreamStateError,
     archive_batch,
     commit_batch,
@@ -317,6 +318,15 @@ def print_progress(report: BatchReport) -> None:
     print(format_progress(report), flush=True)
 
 
+class AlertHooks(StatefulAlerts, Protocol):
+    """What a batch asks of the alert engine (stream/alerts.py: AlertEngine): per-event alerts,
+    live fraud alerts (None when scoring is off) and the stateful rules inside the commit."""
+
+    def event_alerts(self, events: DataFrame, batch_id: int) -> DataFrame: ...
+
+    def fraud_alerts(self, events: DataFrame) -> DataFrame | None: ...
+
+
 class BatchProcessor:
     """The ``foreachBatch`` function: compute a micro-batch's deltas, archive them, commit them.
 
@@ -330,7 +340,7 @@ class BatchProcessor:
         options: StreamOptions,
         query_name: str,
         *,
-        alert_engine: Any = None,
+        alert_engine: AlertHooks | None = None,
         progress: Callable[[BatchReport], None] | None = print_progress,
     ) -> None:
         self.pg = pg
@@ -441,8 +451,7 @@ class BatchProcessor:
         if self.alert_engine is not None:
             engine = self.alert_engine
             jobs["alerts"] = lambda: engine.event_alerts(valid, batch_id).toArrow()
-            fraud_alerts = getattr(engine, "fraud_alerts", None)  # optional for an engine
-            fraud = fraud_alerts(valid) if fraud_alerts is not None else None
+            fraud = engine.fraud_alerts(valid)
             if fraud is not None:
                 jobs["fraud"] = fraud.toArrow
         try:

@@ -408,6 +408,36 @@ def test_popularity_and_heavy_customers_are_skewed(
     assert abs(share - gen_config["heavy_customer_order_share"]) < 0.015
 
 
+def test_customers_rebuy_their_own_favourite_products(
+    sample: Sample, enriched: pd.DataFrame
+) -> None:
+    """A customer's orders land on the customer's own planted favourites far more often than
+    on the favourites of another member of the same segment (same categories, same Zipf
+    popularity: what chance and popularity alone would give)."""
+    customers = sample.truth["customers"]
+    categories = sample.clean["products"].set_index("product_id").category
+    regular = enriched[~enriched.is_fraud & ~enriched.is_heavy]
+    own = pd.Series(
+        [p in set(f) for p, f in zip(regular.product_id, regular.favourite_products, strict=True)]
+    )
+    # everyone's favourites, rotated by one customer within the segment
+    rotated = customers[~customers.is_heavy].sort_values(["segment", "customer_id"])
+    rotated = rotated.assign(
+        other=rotated.groupby("segment").favourite_products.transform(lambda f: np.roll(f, 1))
+    ).set_index("customer_id")
+    others = regular.customer_id.map(rotated.other)
+    other = pd.Series([p in set(f) for p, f in zip(regular.product_id, others, strict=True)])
+    assert own.mean() > 0.3
+    assert own.mean() > 4 * other.mean()
+    # favourites are products of the segment's two preferred categories; heavy ones have none
+    listed = customers[~customers.is_heavy].explode("favourite_products")
+    assert listed.favourite_products.map(categories).groupby(listed.segment).nunique().max() <= 2
+    assert (customers[customers.is_heavy].favourite_products.map(len) == 0).all()
+    # so customers with several orders re-buy products
+    repeats = regular.duplicated(["customer_id", "product_id"]).sum() / len(regular)
+    assert repeats > 0.1
+
+
 def test_fraud_is_rare_and_learnable(
     sample: Sample, enriched: pd.DataFrame, gen_config: dict[str, Any]
 ) -> None:

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from sparkmart.config import Settings
-from sparkmart.io.postgres import PgSettings, read_table
+from sparkmart.io.postgres import PgSettings, query_rows, read_table
 from sparkmart.ml import fraud, satisfaction, segmentation
 from sparkmart.ml.core import InsufficientDataError, SchemaMismatchError
 from sparkmart.ml.pipeline import MODELS, read_inputs, run_ml
@@ -85,14 +85,39 @@ def test_scoring_writes_scores_to_gold_and_postgres(
     assertDataFrameEqual(read_table(spark, pg, "analytics.customers"), customers)
     assertDataFrameEqual(read_table(spark, pg, "analytics.orders"), orders)
     assert summary.postgres_rows["recommendations"] > 0
+    # The run is audited like a batch run: its row, its step with Spark's metrics, its UI.
+    [(run_id, status, steps, app_id)] = query_rows(
+        pg,
+        "SELECT run_id, status, steps, spark_app_id FROM audit.pipeline_runs "
+        "WHERE pipeline = 'ml' AND mode = 'score'",
+    )
+    assert status == "succeeded"
+    assert [step["name"] for step in steps] == ["score and write back"]
+    assert steps[0]["rows_out"] == sum(summary.written.values())
+    assert steps[0]["metrics"]["output_rows"] >= summary.written["orders"]
+    [(stored,)] = query_rows(
+        pg, "SELECT count(*) FROM audit.step_metrics WHERE run_id = %s", (run_id,)
+    )
+    assert stored == 1
+    [(sessions,)] = query_rows(
+        pg, "SELECT count(*) FROM audit.spark_sessions WHERE app_id = %s", (app_id,)
+    )
+    assert sessions == 1
 
 
 def test_clear_errors_for_missing_model_schema_mismatch_and_too_little_data(
-    spark: SparkSession, settings: Settings, tiny_ml: dict, tmp_path: Path
+    spark: SparkSession, settings: Settings, tiny_ml: dict, tmp_path: Path, pg: PgSettings
 ) -> None:
     dirs = {k: tiny_ml[k] for k in ("gold_dir", "truth_dir")}
     with pytest.raises(ModelNotFoundError, match="run `sparkmart ml train --models fraud`"):
-        run_ml(settings, spark, "score", ["fraud"], models_dir=tmp_path, **dirs)
+        run_ml(settings, spark, "score", ["fraud"], pg, models_dir=tmp_path, **dirs)
+    [(status, error)] = query_rows(
+        pg,
+        "SELECT status, error FROM audit.pipeline_runs "
+        "WHERE pipeline = 'ml' AND parameters->>'models_dir' = %s",
+        (str(tmp_path),),
+    )
+    assert status == "failed" and "ModelNotFoundError" in error
 
     data = read_inputs(spark, tiny_ml["gold_dir"], tiny_ml["truth_dir"])
     saved = load_model(tiny_ml["models_dir"], fraud.NAME)

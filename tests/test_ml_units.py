@@ -338,6 +338,15 @@ def test_a_customer_with_an_unshared_purchase_gets_products_of_its_category(
     assert [r["rank"] for r in rows] == [1, 2, 3]
     assert {r["product_id"] for r in rows} == set(books)
 
+    # buy again: the products bought before lead the list (most units first), once each
+    history = spark.createDataFrame([(9, 3, 1.0), (9, 12, 2.0)], PAIRS_DDL)
+    again = rec.top_n(model, spark.createDataFrame([(9,)], "customer_id bigint"), 4, history, 2)
+    rows = again.orderBy("rank").collect()
+    assert [r["product_id"] for r in rows[:2]] == [12, 3]
+    assert [r["score"] for r in rows[:2]] == [None, None]
+    assert len({r["product_id"] for r in rows}) == 4
+    assert all(r["score"] is not None for r in rows[2:])
+
 
 def test_windows_split_orders_before_and_within_the_last_days(spark: SparkSession) -> None:
     orders = spark.createDataFrame(

@@ -89,6 +89,11 @@ def test_step_metrics_come_from_spark_and_add_up(
     assert shuffled.tasks >= shuffled.stages and shuffled.failed_tasks == 0
     assert shuffled.executor_run_seconds > 0 and shuffled.executor_cpu_seconds > 0
     assert sum(stage["output_rows"] for stage in shuffled.stage_breakdown) == 7
+    # the Spark UI names a step's jobs after it, and only while the step runs
+    assert monitor.rest is not None
+    described = {monitor.rest.get(f"jobs/{job}").get("description") for job in shuffled.job_ids}
+    assert described == {"test: aggregate"}
+    assert spark.sparkContext.getLocalProperty("spark.job.description") is None
     assert aggregate.rows_per_second == pytest.approx(7 / aggregate.seconds)
 
     read = read_back.spark

@@ -542,6 +542,20 @@ def test_permission_errors_name_table_and_operation(spark: SparkSession, db: PgS
         execute_sql(db, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+def test_a_missing_jdbc_driver_says_how_to_install_it(db: PgSettings) -> None:
+    # What py4j raises when the profile's jar is not there (reproduced with `"jars": []`).
+    missing = RuntimeError(
+        "An error occurred while calling o63.load.\n"
+        ": java.lang.ClassNotFoundException: org.postgresql.Driver\n"
+        "\tat java.base/jdk.internal.loader.BuiltinClassLoader.loadClass(Unknown Source)"
+    )
+    error = pgio._spark_error("read of", "public.orders", db, missing)
+    assert re.search(r"read of public\.orders on .* failed: the PostgreSQL JDBC driver", str(error))
+    assert "make setup" in str(error)
+    other = RuntimeError(": java.lang.ClassNotFoundException: org.postgresql.DriverX")
+    assert "make setup" not in str(pgio._spark_error("read of", "public.orders", db, other))
+
+
 def test_sql_errors_name_the_operation(db: PgSettings) -> None:
     with pytest.raises(PostgresError, match=r"SQL on .* failed: .*syntax error"):
         execute_sql(db, "SELEC 1")

@@ -575,6 +575,48 @@ def dashboard_hint(settings: Settings) -> str:
 
 
 @app.command()
+def bench(
+    scales: Annotated[
+        str, typer.Option(help="Comma-separated: tiny, small, medium, large, xlarge (50M orders).")
+    ] = "small,medium",
+    runs: Annotated[int, typer.Option(help="Runs per engine and scale (median reported).")] = 3,
+    engines: Annotated[
+        str, typer.Option(help="Comma-separated: spark, pandas, duckdb, polars.")
+    ] = "spark,pandas,duckdb,polars",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Generated data per scale (reused; default in /tmp).")
+    ] = None,
+    memory_cap_gb: Annotated[
+        float, typer.Option(help="A run whose process tree exceeds this is out_of_memory.")
+    ] = 16.0,
+    timeout_minutes: Annotated[
+        float, typer.Option(help="A run taking longer than this is recorded as failed.")
+    ] = 30.0,
+    write: Annotated[
+        bool, typer.Option(help="Write docs/bench/engines.json, the charts and the docs section.")
+    ] = True,
+    config_dir: ConfigDirOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Spark vs pandas, DuckDB and Polars on the batch workload (docs/benchmarks.md)."""
+    from sparkmart.bench import engines_bench
+
+    with clear_errors():
+        load(config_dir, profile)  # fail early on bad configuration
+        engines_bench.bench(
+            [s.strip() for s in scales.split(",") if s.strip()],
+            [e.strip() for e in engines.split(",") if e.strip()],
+            runs,
+            data_dir or engines_bench.DEFAULT_DATA_DIR,
+            memory_cap_gb,
+            timeout_minutes,
+            write=write,
+            config_dir=config_dir,
+            profile=profile,
+        )
+
+
+@app.command()
 def demo(
     scale: Annotated[str, typer.Option(help="Preset size for the generated data.")] = "small",
     data_dir: Annotated[

@@ -8,6 +8,7 @@ schemas are added by the batch pipeline next to these.
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    ArrayType,
     BooleanType,
     DataType,
     DateType,
@@ -89,6 +90,7 @@ CUSTOMER_TRUTH = _schema(
     ("segment", IntegerType(), False),
     ("segment_name", StringType(), False),
     ("is_heavy", BooleanType(), False),
+    ("favourite_products", ArrayType(LongType()), False),  # re-bought (generator.md)
 )
 
 PRODUCT_TRUTH = _schema(

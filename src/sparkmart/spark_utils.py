@@ -176,6 +176,22 @@ def missing_jars(profile: SparkProfile) -> list[str]:
     return [jar for jar in profile.jars if not Path(jar).exists()]
 
 
+def submitted_conf() -> dict[str, str]:
+    """The settings spark-submit gave this driver (``--master``, ``--conf``...), else nothing.
+
+    spark-submit starts the driver JVM before Python runs and says where it is in
+    PYSPARK_GATEWAY_PORT. Its flags are the user's choice for this one run, so they win over
+    the profile: ``spark-submit --master yarn`` must not quietly run on the profile's local[2].
+    Outside spark-submit no JVM runs yet, and starting one here would lose the driver memory.
+    """
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return {}
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connect to spark-submit's JVM; reads its properties
+    return dict(SparkConf().getAll())
+
+
 def get_spark(profile: SparkProfile) -> SparkSession:
     """Build (or return the running) SparkSession for ``profile``."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -188,7 +204,7 @@ def get_spark(profile: SparkProfile) -> SparkSession:
     for jar in missing_jars(profile):
         log.warning("jar %s not found: PostgreSQL over JDBC will not work (run `make setup`)", jar)
     configure_logging(os.environ.get("SPARKMART_LOG_LEVEL") or profile.app_log_level)
-    conf = spark_conf_for(profile)
+    conf = {**spark_conf_for(profile), **submitted_conf()}
     event_dir = local_event_log_dir(conf)
     if event_dir is not None:  # Spark refuses to start when the event log directory is missing
         event_dir.mkdir(parents=True, exist_ok=True)

@@ -467,10 +467,9 @@ def sales_trends(lines: DataFrame, as_of: dt.date) -> DataFrame:
     calendar = placed.agg(F.min("order_date").alias("first_day")).select(
         F.explode(F.sequence("first_day", _date(as_of))).alias("order_date")
     )
-    dense_daily = (
-        F.broadcast(calendar)
-        .join(daily, "order_date", "left")
-        .fillna(0, subset=["orders_placed", "orders", "units", "revenue"])
+    # No broadcast hint: a left outer join can only build its right side, and both are small.
+    dense_daily = calendar.join(daily, "order_date", "left").fillna(
+        0, subset=["orders_placed", "orders", "units", "revenue"]
     )
     days = _period_totals(dense_daily, "day", F.col("order_date"))
     weeks = _period_totals(dense_daily, "week", F.to_date(F.date_trunc("week", "order_date")))
@@ -547,6 +546,23 @@ def cohorts(lines: DataFrame, as_of: dt.date) -> DataFrame:
 # --- everything ----------------------------------------------------------------------------
 
 
+def gold_order_lines(
+    orders: DataFrame,
+    products: DataFrame,
+    as_of: dt.date,
+    broadcast_products: bool | None = None,
+) -> DataFrame:
+    """The order lines (``enrich.order_lines``) of orders placed up to ``as_of``: the input
+    six gold outputs share. A caller writing all of them persists this once (measured in
+    docs/optimizations.md, "Caching the reused DataFrames") and passes it to ``build_gold``."""
+    lines = order_lines(
+        select_schema_columns(orders, ORDERS_RAW),
+        select_schema_columns(products, PRODUCTS_RAW),
+        broadcast_products,
+    )
+    return _until(lines, as_of)
+
+
 def build_gold(
     customers: DataFrame,
     products: DataFrame,
@@ -554,19 +570,21 @@ def build_gold(
     as_of: dt.date | str | None = None,
     params: GoldParams = DEFAULT_PARAMS,
     broadcast_products: bool | None = None,
+    lines: DataFrame | None = None,
 ) -> dict[str, DataFrame]:
     """All gold outputs by name, from silver customers, products and orders.
 
     Lazy: nothing runs except, when ``as_of`` is None, one aggregate for the last order date.
-    The order lines are shared by five outputs; callers writing all of them should persist
-    the silver inputs (or the whole silver read) once. ``broadcast_products``: see
-    ``enrich.order_lines`` and ``enrich.should_broadcast``.
+    The order lines are shared by six outputs: callers writing all of them should build them
+    with ``gold_order_lines`` (same ``as_of``), persist them, and pass them as ``lines``.
+    ``broadcast_products``: see ``enrich.order_lines`` and ``enrich.should_broadcast``.
     """
     customers_silver = select_schema_columns(customers, CUSTOMERS_RAW)
     products_silver = select_schema_columns(products, PRODUCTS_RAW)
     orders_silver = select_schema_columns(orders, ORDERS_RAW)
     analysis_date = resolve_as_of(orders_silver, as_of)
-    lines = _until(order_lines(orders_silver, products_silver, broadcast_products), analysis_date)
+    if lines is None:
+        lines = gold_order_lines(orders_silver, products_silver, analysis_date, broadcast_products)
     return {
         "customers": customers_gold(customers_silver, lines, analysis_date, params),
         "products": products_gold(products_silver, lines, analysis_date, params),

@@ -31,6 +31,8 @@ from sparkmart.generate.params import (
     CATEGORY_NAMES,
     CHAMPIONS,
     EMAIL_DOMAINS,
+    FAVOURITE_SHARE,
+    FAVOURITES_PER_CATEGORY,
     FIRST_NAMES,
     FRAUD_BURST,
     FRAUD_CATEGORY_WEIGHTS,
@@ -48,6 +50,7 @@ from sparkmart.generate.params import (
     Permutation,
     category_weights,
     cumulative,
+    preferred_categories,
 )
 from sparkmart.generate.random import below, normal, permute, uniform, unpermute, zipf_rank
 from sparkmart.generate.sql import (
@@ -120,6 +123,29 @@ def product_price(plan: GenerationPlan, product_index: str, category: str) -> st
     return money(f"least(greatest({raw}, 0.99D), 9999.99D)")
 
 
+def favourite_product_index(
+    plan: GenerationPlan, customer_index: str, category: str, slot: str
+) -> str:
+    """Product index of a customer's favourite number ``slot`` in ``category``.
+
+    A Zipf rank of the category drawn from the hash of (customer, category, slot): popular
+    products are everybody's favourites more often, so re-buying favourites leaves each
+    product's expected share of orders as it was. Orders and the customer truth both call this.
+    """
+    slots = len(CATEGORIES) * FAVOURITES_PER_CATEGORY
+    key = f"({customer_index} * {slots}L + {category} * {FAVOURITES_PER_CATEGORY} + {slot})"
+    size = lookup([max(1, b.size) for b in plan.product_blocks], category)
+    starts = [b.start for b in plan.product_blocks]
+    rank = zipf_rank(uniform(plan.seed, key, "customer/favourite"), size)
+    return f"({lookup(starts, category)} - 1 + {rank})"
+
+
+def _preferred_category(segment: str, position: int) -> str:
+    """The segment's ``position``-th preferred category (0: main; -1 if it has fewer)."""
+    preferred = [preferred_categories(s) for s in SEGMENTS]
+    return lookup([p[position] if position < len(p) else -1 for p in preferred], segment)
+
+
 # --- customers -----------------------------------------------------------------------------
 
 
@@ -184,14 +210,45 @@ def with_customer_dates(df: DataFrame, plan: GenerationPlan) -> DataFrame:
     )
 
 
+def with_customer_favourites(df: DataFrame, plan: GenerationPlan) -> DataFrame:
+    """Truth only: the product ids of the customer's favourites, main category's first.
+
+    Heavy customers (the skew scenario) have none: their orders are drawn as before.
+    """
+    positions = max(len(s.category_weights) for s in SEGMENTS)
+    ids = [
+        _permute(
+            favourite_product_index(plan, "_idx", _preferred_category("segment", p), str(slot)),
+            plan.product_ids,
+        )
+        for p in range(positions)
+        for slot in range(FAVOURITES_PER_CATEGORY)
+    ]
+    valid = [
+        f"{_preferred_category('segment', p)} >= 0"
+        for p in range(positions)
+        for _ in range(FAVOURITES_PER_CATEGORY)
+    ]
+    listed = ", ".join(f"IF({ok}, {i}, NULL)" for ok, i in zip(valid, ids, strict=True))
+    return with_sql(
+        df,
+        {
+            "favourite_products": "IF(is_heavy, CAST(array() AS ARRAY<BIGINT>),"
+            f" filter(array({listed}), p -> p IS NOT NULL))",
+        },
+    )
+
+
 def customers_base(spark: SparkSession, plan: GenerationPlan) -> DataFrame:
-    """Raw customer columns plus truth columns (segment, segment_name, is_heavy)."""
+    """Raw customer columns plus truth columns (segment, segment_name, is_heavy,
+    favourite_products)."""
     return (
         _range_by_id(spark, plan.n_customers, plan.customer_ids)
         .transform(with_customer_segment, plan)
         .transform(with_customer_profile, plan)
         .transform(codegen_boundary)
         .transform(with_customer_dates, plan)
+        .transform(with_customer_favourites, plan)
         .transform(codegen_boundary)
     )
 
@@ -497,7 +554,9 @@ def with_order_customer(df: DataFrame, plan: GenerationPlan) -> DataFrame:
 def with_order_product(df: DataFrame, plan: GenerationPlan) -> DataFrame:
     """Category by the segment's preferences, product by Zipf rank within the category.
 
-    Fraudsters prefer electronics and jewelry and pick products uniformly (not by popularity).
+    In one of the segment's preferred categories a regular order re-buys one of the customer's
+    favourites with probability FAVOURITE_SHARE (heavy customers excepted). Fraudsters prefer
+    electronics and jewelry and pick products uniformly (not by popularity).
     """
     seed = plan.seed
     preference = np.cumsum(preference_matrix(), axis=1)
@@ -509,6 +568,17 @@ def with_order_product(df: DataFrame, plan: GenerationPlan) -> DataFrame:
     size = lookup([max(1, b.size) for b in plan.product_blocks], "_category")
     u_product = uniform(seed, "_idx", "order/product")
     starts = [b.start for b in plan.product_blocks]
+    preferred = " OR ".join(
+        f"_category = {_preferred_category('segment', p)}"
+        for p in range(max(len(s.category_weights) for s in SEGMENTS))
+    )
+    slot = below(uniform(seed, "_idx", "order/favourite_slot"), FAVOURITES_PER_CATEGORY)
+    favourite = favourite_product_index(plan, "_customer_index", "_category", slot)
+    heavy_start = plan.customer_blocks[CHAMPIONS].start
+    heavy_customer = (
+        f"(_customer_index >= {heavy_start}"
+        f" AND _customer_index < {heavy_start + plan.heavy_count()})"
+    )
     return with_sql(
         df,
         {"_u_category": uniform(seed, "_idx", "order/category")},
@@ -517,8 +587,14 @@ def with_order_product(df: DataFrame, plan: GenerationPlan) -> DataFrame:
             f" ELSE {pick('_u_category', by_segment)} END AS INT)",
         },
         {
-            "_product_index": f"CAST({lookup(starts, '_category')} - 1 + CASE WHEN is_fraud"
-            f" THEN 1 + {below(u_product, size)} ELSE {zipf_rank(u_product, size)} END"
+            "_favourite": f"NOT is_fraud AND NOT {heavy_customer} AND ({preferred})"
+            f" AND {uniform(seed, '_idx', 'order/favourite')} < {FAVOURITE_SHARE!r}D",
+        },
+        {
+            "_product_index": "CAST(CASE WHEN is_fraud"
+            f" THEN {lookup(starts, '_category')} + {below(u_product, size)}"
+            f" WHEN _favourite THEN {favourite}"
+            f" ELSE {lookup(starts, '_category')} - 1 + {zipf_rank(u_product, size)} END"
             " AS BIGINT)",
         },
         {

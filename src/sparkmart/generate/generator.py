@@ -21,7 +21,7 @@ from sparkmart.schemas import ENTITIES, RAW_SCHEMAS, TRUTH_SCHEMAS
 
 # Ground-truth columns (and what product_truth needs) carried from the clean rows to `shared`.
 TRUTH_INPUTS: Mapping[str, tuple[str, ...]] = {
-    "customers": ("segment", "segment_name", "is_heavy"),
+    "customers": ("segment", "segment_name", "is_heavy", "favourite_products"),
     "products": ("expected_share", "reorder_threshold", "_category", "_rank"),
     "orders": ("is_fraud", "satisfaction"),
 }

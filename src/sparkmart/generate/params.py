@@ -100,6 +100,14 @@ SEGMENTS: tuple[Segment, ...] = (
 )
 CHAMPIONS = 0  # index of the segment that holds the heavy customers
 
+# Favourite products: every customer has FAVOURITES_PER_CATEGORY favourites in each of their
+# segment's preferred categories (the ones named in ``category_weights``), each a Zipf draw of
+# that category keyed by the customer's hash. A regular order in such a category re-buys one
+# of them with probability FAVOURITE_SHARE (docs/generator.md). Zipf draws keep every
+# product's expected share of orders exactly as without favourites.
+FAVOURITES_PER_CATEGORY = 2
+FAVOURITE_SHARE = 0.5
+
 # --- product categories --------------------------------------------------------------------
 
 
@@ -461,6 +469,12 @@ def make_plan(
         customer_ids=permutation(counts["customers"], seed, 1),
         product_ids=permutation(counts["products"], seed, 2),
     )
+
+
+def preferred_categories(segment: Segment) -> tuple[int, ...]:
+    """Indices into CATEGORIES of a segment's preferred categories, main category first."""
+    ranked = sorted(segment.category_weights.items(), key=lambda item: -item[1])
+    return tuple(CATEGORY_NAMES.index(name) for name, _ in ranked)
 
 
 def category_weights(preferred: Mapping[str, float]) -> tuple[float, ...]:

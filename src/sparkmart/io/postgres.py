@@ -337,12 +337,23 @@ def _pg_error(
 def _spark_error(operation: str, table: str, pg: PgSettings, exc: BaseException) -> PostgresError:
     """Pick the server's (or our worker's) message out of a long Spark / Java / Python error."""
     lines = str(exc).splitlines()
-    detail = None
-    for marker in ("PostgresError: ", "PSQLException: ", "ERROR: "):
-        found = next((line for line in lines if marker in line), None)
-        if found:
-            detail = found.split(marker, 1)[1].strip()
-            break
+    if any(re.search(r"ClassNotFoundException: org\.postgresql\.Driver\b", line) for line in lines):
+        detail: str | None = (
+            "the PostgreSQL JDBC driver (org.postgresql.Driver) is not on Spark's classpath: "
+            "install it with `make setup` (Debian's libpostgresql-jdbc-java) and check the "
+            "profile's `jars` in config/spark_config.json"
+        )
+    else:
+        markers = ("PostgresError: ", "PSQLException: ", "SQLException: ", "ERROR: ")
+        detail = next(
+            (
+                line.split(marker, 1)[1].strip()
+                for marker in markers
+                for line in lines
+                if marker in line
+            ),
+            None,
+        )
     if detail is None and "Python worker" in _first_line(exc):
         # A Python worker's traceback: its last "SomeError: message" line says what happened.
         raised = [line.strip() for line in lines if re.match(r"^\s*[A-Za-z_][\w.]*: ", line)]

@@ -14,7 +14,7 @@ from pyspark.ml.evaluation import (
     RankingEvaluator,
     RegressionEvaluator,
 )
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 
@@ -157,3 +157,35 @@ def ranking_metrics(df: DataFrame, recommended: str, relevant: str, k: int) -> d
         f"precision_at_{k}": float(evaluator.setMetricName("precisionAtK").evaluate(as_doubles)),
         f"ndcg_at_{k}": float(evaluator.setMetricName("ndcgAtK").evaluate(as_doubles)),
     }
+
+
+def precision_recall_curve(df: DataFrame, label: str, score: str) -> list[dict[str, float]]:
+    """Points (threshold, precision, recall) of flagging every row scoring >= threshold, one
+    per distinct score of a positive row, highest threshold first.
+
+    Only positive rows move recall, so these points are the curve's corners; there are at most
+    as many as positives (1% of orders for fraud), which is what comes back to the driver.
+    The running totals go through one partition of (distinct score, counts) rows.
+    """
+    counts = df.groupBy(F.col(score).cast("double").alias("threshold")).agg(
+        F.sum(F.col(label).cast("boolean").cast("long")).alias("positives"),
+        F.count(F.lit(1)).alias("rows"),
+    )
+    running = Window.orderBy(F.desc("threshold")).rowsBetween(Window.unboundedPreceding, 0)
+    total = F.sum("positives").over(Window.partitionBy())
+    points = (
+        counts.withColumn("tp", F.sum("positives").over(running))
+        .withColumn("flagged", F.sum("rows").over(running))
+        .withColumn("all_positives", total)
+        .filter(F.col("positives") > 0)
+        .orderBy(F.desc("threshold"))
+        .collect()
+    )
+    return [
+        {
+            "threshold": p["threshold"],
+            "precision": p["tp"] / p["flagged"],
+            "recall": p["tp"] / p["all_positives"],
+        }
+        for p in points
+    ]

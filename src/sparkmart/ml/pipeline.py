@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,12 @@ from sparkmart.ml import forecasting as forecast_model
 from sparkmart.ml import fraud, recommendation, satisfaction, segmentation
 from sparkmart.ml.core import MLError, TrainResult, params_from_saved
 from sparkmart.ml.registry import OUTPUTS_DIR, load_model, save_model
+from sparkmart.monitor.run import MonitoredRun, audited_run, monitored_run
 from sparkmart.spark_utils import get_logger
 
 log = get_logger("ml")
+PIPELINE = "ml"
+RUNS_DIR = "runs"  # <models>/runs/<run_id>.metrics.json and .openlineage.jsonl
 Action = Literal["train", "evaluate", "score"]
 MODELS: tuple[str, ...] = (
     segmentation.NAME,
@@ -316,7 +320,7 @@ def score_all(
             )
         elif name == recommendation.NAME:
             tables["recommendations"], products = recommendation.score(
-                saved.model, data.customers, products, saved.params
+                saved.model, data.customers, products, saved.params, data.orders
             )
             rules = saved.path / OUTPUTS_DIR / "category_associations"
             if rules.exists():
@@ -386,32 +390,65 @@ def run_ml(
         raise MLError(f"unknown ML action '{action}' (choose train, evaluate or score)")
     gold_dir = gold_dir or settings.path("gold")
     models_dir = models_dir or settings.path("models")
-    data = read_inputs(spark, gold_dir, truth_dir or settings.path("raw") / "truth")
+    truth_dir = truth_dir or settings.path("raw") / "truth"
+    started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    parameters = {"models": chosen, "gold": str(gold_dir), "models_dir": str(models_dir)}
+    with (
+        monitored_run(spark, PIPELINE, models_dir / RUNS_DIR, pg, logger=log) as run,
+        audited_run(
+            pg,
+            run,
+            audit_name=PIPELINE,
+            mode=action,
+            config_dir=settings.config_dir,
+            parameters=parameters,
+            started_at=started_at,
+        ) as record,
+    ):
+        data = read_inputs(spark, gold_dir, truth_dir)
+        summary = _run_action(settings, run, action, chosen, data, models_dir, gold_dir, pg)
+        record.rows = {
+            "models": {o.name: {"version": o.version, **o.metrics} for o in summary.outcomes},
+            "targets_missed": summary.missed_targets,
+            "written": summary.written,
+            "postgres": summary.postgres_rows,
+        }
+    return summary
+
+
+def _run_action(
+    settings: Settings,
+    run: MonitoredRun,
+    action: Action,
+    chosen: Sequence[str],
+    data: MLInputs,
+    models_dir: Path,
+    gold_dir: Path,
+    pg: PgSettings | None,
+) -> MLSummary:
     summary = MLSummary(action)
     if action == "score":
-        started = time.perf_counter()
-        scored, versions = score_all(chosen, data, models_dir)
-        summary.written, summary.postgres_rows = write_back(scored, gold_dir, pg)
-        seconds = time.perf_counter() - started
-        summary.outcomes = [ModelOutcome(n, versions[n], {}, [], seconds) for n in chosen]
-        log.info("scored with %s in %.1f s", versions, seconds)
+        with run.step("score and write back") as step:
+            scored, versions = score_all(chosen, data, models_dir)
+            summary.written, summary.postgres_rows = write_back(scored, gold_dir, pg)
+            step.rows_out = sum(summary.written.values())
+        summary.outcomes = [ModelOutcome(n, versions[n], {}, [], step.seconds) for n in chosen]
+        log.info("scored with %s in %.1f s", versions, step.seconds)
         return summary
     for name in chosen:
-        started = time.perf_counter()
+        with run.step(f"{action} {name}") as step:
+            if action == "train":
+                started = time.perf_counter()
+                result = train_one(name, data, settings.ml)
+                result.timings["total"] = time.perf_counter() - started  # saved in report.json
+                path = save_model(models_dir, result)
+                version, metrics = path.name, result.metrics
+            else:
+                version, metrics = evaluate_one(name, data, models_dir)
         if action == "train":
-            result = train_one(name, data, settings.ml)
-            result.timings["total"] = time.perf_counter() - started
-            path = save_model(models_dir, result)
-            version, metrics = path.name, result.metrics
-            log.info("trained %s v%s in %.1f s -> %s", name, version, result.timings["total"], path)
-        else:
-            version, metrics = evaluate_one(name, data, models_dir)
+            log.info("trained %s v%s in %.1f s -> %s", name, version, step.seconds, path)
         outcome = ModelOutcome(
-            name,
-            version,
-            metrics,
-            targets_for(name, metrics, settings.ml),
-            time.perf_counter() - started,
+            name, version, metrics, targets_for(name, metrics, settings.ml), step.seconds
         )
         summary.outcomes.append(outcome)
     return summary

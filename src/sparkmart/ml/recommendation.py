@@ -7,6 +7,12 @@ range at the top of the int range) holding the customer's purchases in that cate
 ``category_weight``: the factors then learn category affinities, which is the personal signal in
 this shop. Category items are fitted like products but never recommended.
 
+Customers also re-buy favourite products (docs/generator.md), and ALS's low-rank factors smooth
+a customer's own rare products away (a rank-32, low-regularisation fit scored no better than
+the best sellers on the validation window). So the first ``repeat_slots`` positions of a list
+go to the products the customer bought before, most units first ("buy again"); ALS fills the
+rest with products not already listed. ``repeat_slots`` 0 gives the pure ALS lists.
+
 Evaluation holds out the last ``holdout_days`` of orders: the model trained on earlier
 purchases ranks products for customers who bought in both periods, scored with precision@N
 and NDCG@N against what they bought later, and compared with recommending the same best
@@ -58,7 +64,10 @@ GRID_KEYS = {
     "reg_param": "grid_reg_param",
     "alpha": "grid_alpha",
     "category_weight": "grid_category_weight",
+    "repeat_slots": "grid_repeat_slots",
 }
+# The ones that change the fitted ALS model (repeat_slots only changes the lists).
+ALS_KEYS = ("rank", "reg_param", "alpha", "category_weight")
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class RecommendationParams:
     alpha: float = 10.0
     max_iter: int = 10
     category_weight: float = 10.0
+    repeat_slots: int = 0
     top_n: int = 10
     holdout_days: int = 90
     validation_days: int = 90
@@ -75,6 +85,7 @@ class RecommendationParams:
     grid_reg_param: tuple[float, ...] = (10.0,)
     grid_alpha: tuple[float, ...] = (10.0,)
     grid_category_weight: tuple[float, ...] = (10.0,)
+    grid_repeat_slots: tuple[int, ...] = (0,)
     fpgrowth_min_support: float = 0.01
     fpgrowth_min_confidence: float = 0.05
     target_lift_over_popularity: float = 2.0
@@ -89,6 +100,7 @@ class RecommendationParams:
             alpha=section.number("alpha", cls.alpha, 0),
             max_iter=section.integer("max_iter", cls.max_iter, low=1),
             category_weight=section.number("category_weight", cls.category_weight, 0),
+            repeat_slots=section.integer("repeat_slots", cls.repeat_slots, low=0),
             top_n=section.integer("top_n", cls.top_n, low=1),
             holdout_days=section.integer("holdout_days", cls.holdout_days, low=1),
             validation_days=section.integer("validation_days", cls.validation_days, low=1),
@@ -97,6 +109,9 @@ class RecommendationParams:
             grid_alpha=tuple(section.numbers("grid_alpha", cls.grid_alpha, low=0)),
             grid_category_weight=tuple(
                 section.numbers("grid_category_weight", cls.grid_category_weight, low=0)
+            ),
+            grid_repeat_slots=tuple(
+                section.integers("grid_repeat_slots", cls.grid_repeat_slots, low=0)
             ),
             fpgrowth_min_support=section.number(
                 "fpgrowth_min_support", cls.fpgrowth_min_support, 0, 1
@@ -205,17 +220,56 @@ def _check_ids(pairs: DataFrame) -> None:
         )
 
 
-def top_n(model: PipelineModel, customers: DataFrame, n: int) -> DataFrame:
+def bought_before(history: DataFrame, customers: DataFrame, slots: int) -> DataFrame:
+    """customer_id, again: up to ``slots`` products each customer bought in ``history``
+    (interactions), most units first (ties: lower id), as (product_id, rating null) structs."""
+    ranked = F.sort_array(F.collect_list(F.struct(-F.col("purchases"), F.col("product_id"))))
+    return (
+        history.join(customers.select("customer_id").distinct(), "customer_id", "left_semi")
+        .groupBy("customer_id")
+        .agg(F.slice(ranked, 1, slots).alias("ranked"))
+        .select(
+            "customer_id",
+            F.transform(
+                "ranked",
+                lambda r: F.struct(
+                    r["product_id"].cast("int").alias("product_id"),
+                    F.lit(None).cast("float").alias("rating"),
+                ),
+            ).alias("again"),
+        )
+    )
+
+
+def top_n(
+    model: PipelineModel,
+    customers: DataFrame,
+    n: int,
+    history: DataFrame | None = None,
+    repeat_slots: int = 0,
+) -> DataFrame:
     """customer_id, rank (1..n), product_id, score for the given customers (products only:
-    the model's category items are left out)."""
+    the model's category items are left out).
+
+    With ``history`` (interactions) and ``repeat_slots`` > 0 the list starts with up to that
+    many products the customer bought before ("buy again", score null): customers re-buy
+    favourites, which ALS's low-rank factors smooth away; ALS fills the rest.
+    """
     als = model.stages[-1]
     category_items = als.itemFactors.filter(F.col("id") >= FIRST_CATEGORY_ITEM).count()
+    repeats = repeat_slots if history is not None else 0
     lists = als.recommendForUserSubset(
-        customers.select("customer_id").distinct(), n + category_items
+        customers.select("customer_id").distinct(), n + category_items + repeats
     )
-    products_only = F.slice(
-        F.filter("recommendations", lambda rec: rec["product_id"] < FIRST_CATEGORY_ITEM), 1, n
-    )
+    candidates = F.filter("recommendations", lambda rec: rec["product_id"] < FIRST_CATEGORY_ITEM)
+    if repeats > 0 and history is not None:
+        lists = lists.join(bought_before(history, customers, repeats), "customer_id", "left")
+        again = F.coalesce("again", F.array().cast("array<struct<product_id:int,rating:float>>"))
+        fresh = F.filter(
+            candidates, lambda rec: ~F.array_contains(again["product_id"], rec["product_id"])
+        )
+        candidates = F.concat(again, fresh)
+    products_only = F.slice(candidates, 1, n)
     return lists.select("customer_id", F.posexplode(products_only).alias("pos", "rec")).select(
         "customer_id",
         (F.col("pos") + 1).alias("rank"),
@@ -253,12 +307,16 @@ def split_at(orders: DataFrame, end: dt.date, days: int) -> tuple[DataFrame, Dat
 
 
 def against_popularity(
-    model: PipelineModel, earlier_pairs: DataFrame, relevant: DataFrame, n: int
+    model: PipelineModel,
+    earlier_pairs: DataFrame,
+    relevant: DataFrame,
+    n: int,
+    repeat_slots: int = 0,
 ) -> dict[str, Any]:
     """precision@n and NDCG@n of the model's lists and of the n best sellers of
     ``earlier_pairs`` for every customer of ``relevant``, and the model's lift in precision."""
     recommended = (
-        top_n(model, relevant, n)
+        top_n(model, relevant, n, earlier_pairs, repeat_slots)
         .groupBy("customer_id")
         .agg(F.sort_array(F.collect_list(F.struct("rank", "product_id"))).alias("ranked"))
         .select("customer_id", F.col("ranked.product_id").alias("recommended"))
@@ -298,7 +356,9 @@ def evaluate_holdout(
     users = relevant.count()
     require_rows(users, 1, "customers buying before and during the hold-out", NAME)
     model = fit(earlier, products, params)
-    metrics = against_popularity(model, interactions(earlier), relevant, params.top_n)
+    metrics = against_popularity(
+        model, interactions(earlier), relevant, params.top_n, params.repeat_slots
+    )
     metrics["holdout_customers"] = users
     earlier.unpersist()
     relevant.unpersist()
@@ -318,10 +378,15 @@ def tune(
     require_rows(relevant.count(), 1, "customers buying before and during validation", NAME)
     earlier_pairs = interactions(earlier).cache()
     rows = []
-    for point in params.grid():
+    fitted: tuple[Any, PipelineModel] | None = None
+    for point in params.grid():  # repeat_slots varies fastest: one fit per ALS point
         started = time.perf_counter()
-        model = fit(earlier, products, point)
-        scores = against_popularity(model, earlier_pairs, relevant, params.top_n)
+        als_point = tuple(getattr(point, key) for key in ALS_KEYS)
+        if fitted is None or fitted[0] != als_point:
+            fitted = (als_point, fit(earlier, products, point))
+        scores = against_popularity(
+            fitted[1], earlier_pairs, relevant, params.top_n, point.repeat_slots
+        )
         rows.append({**point.chosen(), **scores, "seconds": time.perf_counter() - started})
     for frame in (earlier, relevant, earlier_pairs):
         frame.unpersist()
@@ -460,9 +525,13 @@ def score(
     customers: DataFrame,
     products_gold: DataFrame,
     params: dict[str, Any],
+    orders: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame]:
-    """(top-N recommendations of every known customer, gold products with their rank)."""
-    recommendations = top_n(model, customers, int(params["top_n"])).cache()
+    """(top-N recommendations of every known customer, gold products with their rank).
+    ``orders`` (the history the model was trained on) feeds the buy-again slots."""
+    slots = int(params.get("repeat_slots", 0))
+    history = interactions(orders) if orders is not None and slots > 0 else None
+    recommendations = top_n(model, customers, int(params["top_n"]), history, slots).cache()
     ranks = recommendation_ranks(recommendations)
     columns = products_gold.columns
     products = (

@@ -39,6 +39,7 @@ from pyspark.sql import SparkSession
 from sparkmart.spark_utils import StepTiming, get_logger
 
 STEP_TAG_PREFIX = "sparkmart"
+JOB_DESCRIPTION = "spark.job.description"  # the local property setJobDescription sets
 REST_TIMEOUT_SECONDS = 30.0
 LISTENER_DRAIN_MILLIS = 30_000
 DEFAULT_PROGRESS_SECONDS = 15.0
@@ -383,6 +384,9 @@ class RunMonitor:
         )
         self.steps.append(record)
         sc.addJobTag(record.job_tag)
+        # The Spark UI's Jobs and SQL pages show this instead of a code location.
+        description = sc.getLocalProperty(JOB_DESCRIPTION)
+        sc.setJobDescription(f"{self.pipeline}: {name}")
         progress = _ProgressReporter(self.spark, record, self.log, self.progress_seconds)
         started = time.perf_counter()
         progress.start()
@@ -396,6 +400,7 @@ class RunMonitor:
             record.seconds = time.perf_counter() - started
             progress.stop()
             sc.removeJobTag(record.job_tag)
+            sc.setLocalProperty(JOB_DESCRIPTION, description)  # type: ignore[arg-type]
             record.finished_at = dt.datetime.now(dt.timezone.utc)
             collecting = time.perf_counter()
             record.spark = self._collect(record.job_tag)

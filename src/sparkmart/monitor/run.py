@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from sparkmart.monitor.metrics import (
     StepMetrics,
     format_step_table,
 )
+from sparkmart.monitor.spark_sessions import record_spark_session
 from sparkmart.spark_utils import get_logger, run_context
 
 _log = get_logger("monitor")
@@ -126,6 +127,8 @@ def monitored_run(
             spark_version=spark.version,
         )
         run = MonitoredRun(run_id, pipeline, monitor, lineage, runs_dir)
+        if pg is not None:  # the dashboard's run monitor links the UI while it answers
+            record_spark_session(pg, spark, pipeline)
         log.info(
             "%s run %s started: Spark application %s, UI %s",
             pipeline,
@@ -152,3 +155,64 @@ def monitored_run(
                 log.info(
                     "%s run %s %s\n%s", pipeline, run_id, run.status, format_step_table(run.steps)
                 )
+
+
+@dataclass
+class RunRecord:
+    """What a run reports in its ``audit.pipeline_runs`` row besides its steps; the caller
+    fills it in before the ``audited_run`` block ends."""
+
+    rows: Mapping[str, Any] | None = None
+    quarantined: Mapping[str, Any] | None = None
+    watermarks: Mapping[str, dt.datetime] | None = None  # advanced only on success
+    finished_at: dt.datetime | None = None  # naive UTC; default: when the block ends
+
+
+@contextmanager
+def audited_run(
+    pg: PgSettings | None,
+    run: MonitoredRun,
+    *,
+    audit_name: str,
+    mode: str,
+    config_dir: Path,
+    parameters: Mapping[str, Any],
+    started_at: dt.datetime,
+) -> Iterator[RunRecord]:
+    """The run's row in ``audit.pipeline_runs``: ``running`` when the block starts, then
+    ``succeeded`` or ``failed`` (with the error, the steps and ``RunRecord``) when it ends.
+    Without PostgreSQL it only yields the record."""
+    record = RunRecord()
+    if pg is None:
+        yield record
+        return
+    audit.start_run(
+        pg,
+        run.run_id,
+        audit_name,
+        mode,
+        audit.config_digest(config_dir),
+        parameters,
+        started_at,
+        spark_app_id=run.monitor.app_id,
+    )
+    status, error = "failed", None
+    try:
+        yield record
+        status = "succeeded"
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        audit.finish_run(
+            pg,
+            run.run_id,
+            status,
+            record.finished_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+            rows=record.rows,
+            quarantined=record.quarantined,
+            steps=[step.as_dict() for step in run.steps],
+            error=error,
+            watermarks=record.watermarks if status == "succeeded" else None,
+            pipeline=audit_name,
+        )

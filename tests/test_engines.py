@@ -1,0 +1,108 @@
+"""The engine comparison: Spark, pandas, DuckDB and Polars give the same results on `tiny`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from sparkmart.bench.engines import duckdb_engine, pandas_engine, polars_engine
+from sparkmart.bench.engines import spark as spark_engine
+from sparkmart.bench.engines import workload as W
+from sparkmart.bench.engines.timer import StepTimer
+
+PARAMS = W.WorkloadParams(dt.datetime(2026, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def engine_outputs(
+    spark: SparkSession, tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Every engine's outputs of the whole workload on `tiny` (about 1,000 rows per entity)."""
+    root = tmp_path_factory.mktemp("engines")
+    outputs = {}
+    for name, module in (
+        ("pandas", pandas_engine),
+        ("duckdb", duckdb_engine),
+        ("polars", polars_engine),
+    ):
+        timer = StepTimer()
+        module.run(tiny_raw, root / name, PARAMS, timer)
+        assert [s.step for s in timer.steps] == list(W.STEPS)
+        outputs[name] = root / name
+    timer = StepTimer()
+    spark_engine.run(tiny_raw, root / "spark", PARAMS, timer, spark)
+    assert [s.step for s in timer.steps] == list(W.STEPS)
+    outputs["spark"] = root / "spark"
+    return outputs
+
+
+@pytest.mark.parametrize("engine", ["pandas", "duckdb", "polars"])
+def test_engine_results_equal_spark(engine_outputs: dict[str, Path], engine: str) -> None:
+    mismatches = W.compare_outputs(engine_outputs["spark"], engine_outputs[engine])
+    assert mismatches == [], "\n".join(map(str, mismatches))
+
+
+def _table(path: Path) -> pa.Table:
+    return pa.concat_tables([pq.read_table(f) for f in W.parquet_files(path)])
+
+
+def test_cleaning_removes_duplicates_and_bad_rows(
+    engine_outputs: dict[str, Path], tiny_raw: Path
+) -> None:
+    """The generator plants duplicates and defects: clean keeps one row per key, and fewer rows."""
+    for entity in W.ENTITIES:
+        raw = _table(W.raw_path(tiny_raw, entity))
+        clean = _table(engine_outputs["pandas"] / f"clean_{entity}")
+        key = W.PRIMARY_KEYS[entity]
+        keys = clean.column(key).to_pylist()
+        assert len(keys) == len(set(keys)), f"{entity}: duplicate keys after cleaning"
+        assert 0.8 * raw.num_rows < clean.num_rows < raw.num_rows, entity
+    orders = _table(engine_outputs["pandas"] / "clean_orders")
+    assert min(orders.column("quantity").to_pylist()) > 0
+    assert orders.column("discount").null_count == 0
+
+
+def test_marts_are_not_empty(engine_outputs: dict[str, Path]) -> None:
+    """Equality of empty outputs would prove nothing: every mart has rows and revenue."""
+    for mart in W.MARTS:
+        table = _table(engine_outputs["spark"] / mart)
+        assert table.num_rows > 0, mart
+    ltv = _table(engine_outputs["spark"] / "customer_ltv")
+    assert sum(float(v) for v in ltv.column("revenue").to_pylist()) > 0
+
+
+def test_compare_output_reports_a_changed_value(
+    engine_outputs: dict[str, Path], tmp_path: Path
+) -> None:
+    changed = tmp_path / "cohorts"
+    table = _table(engine_outputs["polars"] / "cohorts")
+    rates = table.column("retention_rate").to_pylist()
+    rates[0] = rates[0] + 0.01
+    index = table.column_names.index("retention_rate")
+    changed.mkdir()
+    pq.write_table(
+        table.set_column(index, "retention_rate", pa.array(rates)), changed / "p.parquet"
+    )
+    mismatch = W.compare_output("cohorts", engine_outputs["spark"] / "cohorts", changed)
+    assert mismatch is not None and "retention_rate" in str(mismatch)
+
+
+def test_wrong_raw_type_is_a_clear_error(tiny_raw: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    for entity in W.ENTITIES:
+        shutil.copytree(W.raw_path(tiny_raw, entity), raw / "parquet" / entity)
+    orders = raw / "parquet" / "orders"
+    table = _table(orders)
+    for f in W.parquet_files(orders):
+        f.unlink()
+    index = table.column_names.index("quantity")
+    bad = table.set_column(index, "quantity", table.column("quantity").cast(pa.string()))
+    pq.write_table(bad, orders / "part-0.parquet")
+    with pytest.raises(ValueError, match=r"part-0\.parquet: column 'quantity' is string"):
+        W.check_raw_schema(raw, "orders")

@@ -95,6 +95,7 @@ def rows(result: dict[str, Any]) -> list[list[str]]:
                     _seconds(jvm) if engine == "spark" else "",
                     _seconds(end_to_end),
                     f"{orders / total:,.0f}" if total else "-",
+                    f"{end_to_end / (orders / 1e6):,.1f}" if end_to_end else "-",
                     _gib(peak_rss(result, engine, scale)),
                     f"{pandas_total / end_to_end:.2f}x" if pandas_total and end_to_end else "-",
                     state if state != "ok" else "ok",
@@ -112,6 +113,7 @@ HEADERS = [
     "JVM start s",
     "end to end s",
     "orders/s",
+    "machine-s per 1M orders",
     "peak RSS GiB",
     "pandas / this",
     "status",
@@ -336,7 +338,10 @@ def markdown(result: dict[str, Any], charts: Sequence[Path]) -> str:
             "Each engine x run is its own process; peak RSS is the whole process tree (the JVM "
             "for Spark), sampled every 0.1 s. Spark's JVM start is measured separately and is "
             "not in the workload time; 'end to end' adds it. Times are medians of the runs; "
-            "`pandas / this` is pandas' median workload time divided by this engine's end to end.",
+            "`pandas / this` is pandas' median workload time divided by this engine's end to end. "
+            "`machine-s per 1M orders` is the cost measure: seconds of the whole machine "
+            "(end to end) per million orders; times a machine-hour price / 3,600 it is the cost "
+            "per million records.",
             "",
             "Results checked equal before timing (first run of each engine, every output "
             "sorted by key, doubles within 1e-9 relative, rounded doubles within one unit of "

@@ -1,7 +1,11 @@
 """Train and evaluate every ML model on `small` data and record the results in docs/ml.md.
 
+    make bench-ml                                      # = python -m sparkmart.bench.ml_eval
     python -m sparkmart.bench.ml_eval --data-dir /tmp/ml_small         # gold + truth exist
-    python -m sparkmart.bench.ml_eval --data-dir /tmp/ml_small --prepare   # generate + batch first
+    python -m sparkmart.bench.ml_eval --data-dir /tmp/ml_small --prepare   # generate + batch again
+
+Without ``--data-dir`` the data lives in ``<tmp>/sparkmart-ml/<scale>``; a data dir without a
+gold layer is prepared (generated and batched) first.
 
 The targets of issue 5 are checked against the generator's ground truth; the numbers are written
 between the ``<!-- bench:ml-eval -->`` markers of docs/ml.md, whatever they are.
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +47,13 @@ def _number(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def report(summary: MLSummary, scale: str, seconds: float, failures: dict[str, str]) -> str:
+def report(
+    summary: MLSummary,
+    scale: str,
+    seconds: float,
+    failures: dict[str, str],
+    load: tuple[float, float],
+) -> str:
     rows = []
     for outcome in summary.outcomes:
         for target in outcome.targets:
@@ -66,7 +78,8 @@ def report(summary: MLSummary, scale: str, seconds: float, failures: dict[str, s
         [
             f"Measured by `python -m sparkmart.bench.ml_eval` on `{scale}` data (seed 42), "
             f"`local[2]`; {machine_description()}. Total {seconds:.0f} s (training and "
-            "evaluation of all five models; the machine was shared with other jobs).",
+            f"evaluation of all five models); load average {load[0]:.1f} at the start, "
+            f"{load[1]:.1f} at the end.",
             "",
             markdown_table(["model", "metric", "value", "target", "result", "train s"], rows),
             "",
@@ -78,7 +91,7 @@ def report(summary: MLSummary, scale: str, seconds: float, failures: dict[str, s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--scale", default="small")
     parser.add_argument("--profile", default="local")
     parser.add_argument("--models", default=None, help="comma-separated (default: all)")
@@ -86,10 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; keep docs as is")
     args = parser.parse_args(argv)
     log = get_logger("bench.ml")
-    if args.prepare:
-        prepare(args.data_dir, args.scale, args.profile)
-    settings = load_settings(profile=args.profile, data_dir=args.data_dir)
+    data_dir = args.data_dir or Path(tempfile.gettempdir()) / "sparkmart-ml" / args.scale
+    if args.prepare or not (load_settings(data_dir=data_dir).path("gold") / "orders").exists():
+        prepare(data_dir, args.scale, args.profile)
+    settings = load_settings(profile=args.profile, data_dir=data_dir)
     spark = get_spark(settings.spark)
+    load_start = os.getloadavg()[0]
     started = time.perf_counter()
     summary = MLSummary("train")
     failures: dict[str, str] = {}
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
     seconds = time.perf_counter() - started
     log.info("trained and evaluated in %.0f s", seconds)
-    text = report(summary, args.scale, seconds, failures)
+    text = report(summary, args.scale, seconds, failures, (load_start, os.getloadavg()[0]))
     print(summary.format())
     if not args.no_write:
         print(f"\nwritten to {update_section(SECTION, text, ML_MD)}")

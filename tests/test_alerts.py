@@ -224,7 +224,8 @@ def test_event_alerts_fire_on_planted_cases_only(spark: SparkSession) -> None:
             event("clean-2", 4, 2, 1, "100.00"),  # customer unknown to gold
             event("clean-3", 1, 1, 14, "10.00", "0.5"),  # 70 after discount (140 before)
             event("big-line", 2, 1, 20, "10.00"),  # 200 > 8 x 20
-            event("over-median", 1, 2, 1, "150.00"),  # 150 > 25 x 5, < 8 x 100
+            event("over-median", 1, 2, 3, "150.00"),  # 450 > 25 x 5 and > 2 x 100, < 8 x 100
+            event("pricier-line", 1, 2, 1, "150.00"),  # 150 > 25 x 5 but a usual line (< 2 x 100)
             event("top-clv", 3, 1, 1, "10.00"),
             event("huge", 4, 2, 60, "100.00"),  # 6000 > 5000 and > 800
             event("champion", 5, 1, 1, "10.00"),  # segment 'champions' is not configured
@@ -238,7 +239,7 @@ def test_event_alerts_fire_on_planted_cases_only(spark: SparkSession) -> None:
         spark,
         [
             ("unusual_amount", "2", "big-line", 200.0, 160.0),
-            ("unusual_amount", "1", "over-median", 150.0, 125.0),
+            ("unusual_amount", "1", "over-median", 450.0, 125.0),
             ("high_value_customer", "3", "top-clv", 10.0, None),
             ("large_order", "4", "huge", 6000.0, 5000.0),
             ("unusual_amount", "4", "huge", 6000.0, 800.0),

@@ -126,5 +126,7 @@ def test_data_dir_override_moves_every_layer(tmp_path: Path) -> None:
     settings = load_settings(CONFIG_DIR, data_dir=tmp_path)
     assert settings.path("raw") == tmp_path / "batch" / "raw"
     assert settings.path("models") == tmp_path / "models"
+    # Spark's event logs follow the data dir too ("{data_dir}/spark-events" in the profile)
+    assert settings.spark.conf["spark.eventLog.dir"] == f"{tmp_path}/spark-events"
     with pytest.raises(ConfigError, match="no path named 'gold_old'"):
         settings.path("gold_old")

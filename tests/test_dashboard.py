@@ -241,7 +241,7 @@ ML_TABLES = {
     "lower double precision, upper double precision",
 }
 RECOMMENDATIONS = [
-    (106, 1, 2, 0.9),
+    (106, 1, 2, None),  # a buy-again slot: bought before, no ALS score
     (106, 2, 3, 0.8),
     (106, 3, 1, 0.5),
     (101, 1, 4, 0.7),
@@ -653,6 +653,10 @@ def test_analytics_page_matches_postgres(page: Page, dashboard: str, pg: PgSetti
         "#recs-table tbody tr td:nth-child(2)", "els => els.map(e => e.textContent)"
     )
     assert names == ["Novel (#2)", "Phone (#3)", "Laptop (#1)"]
+    scores = page.eval_on_selector_all(
+        "#recs-table tbody tr td:nth-child(5)", "els => els.map(e => e.textContent)"
+    )
+    assert scores == ["buy again", "0.8", "0.5"]
     page.fill("#customer", "101")
     page.click("#show-recs")
     page.wait_for_function("document.querySelectorAll('#recs-table tbody tr').length === 2")

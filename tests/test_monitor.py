@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from sparkmart.config import Settings, load_spark_profile
+from sparkmart.config import Settings, load_settings
 from sparkmart.io.postgres import PgSettings, query_rows, replace_table_atomically
 from sparkmart.monitor import audit
 from sparkmart.monitor.lineage import LineageRecorder, file_dataset, postgres_dataset
@@ -270,7 +270,7 @@ def test_lineage_is_openlineage_json_and_audit_rows(
 
 
 def test_event_logs_go_to_data_spark_events_in_the_local_profile(settings: Settings) -> None:
-    conf = spark_conf_for(load_spark_profile(CONFIG_DIR, "local"))
+    conf = spark_conf_for(load_settings(CONFIG_DIR, "local").spark)
     assert conf["spark.eventLog.enabled"] == "true"
     assert local_event_log_dir(conf) == Path("data/spark-events").resolve()
     # the test session keeps its UI (for the metrics) on a free port, and writes no event log

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +311,19 @@ def load_spark_profile(
     return SparkProfile(name=name, **values)
 
 
+DATA_DIR_PLACEHOLDER = "{data_dir}"
+
+
+def with_data_dir(profile: SparkProfile, data_dir: str) -> SparkProfile:
+    """``{data_dir}`` in a Spark setting (e.g. the event log directory) becomes the run's data
+    directory, so ``--data-dir`` moves event logs along with every other output."""
+    conf = {
+        key: value.replace(DATA_DIR_PLACEHOLDER, data_dir) if isinstance(value, str) else value
+        for key, value in profile.conf.items()
+    }
+    return replace(profile, conf=conf) if conf != profile.conf else profile
+
+
 def load_settings(
     config_dir: str | Path | None = None,
     profile: str | None = None,
@@ -328,6 +341,7 @@ def load_settings(
     data_root = data_dir or os.environ.get(ENV_DATA_DIR)
     if data_root:
         pipeline["paths"]["data_dir"] = str(data_root)
+    spark = with_data_dir(spark, pipeline["paths"]["data_dir"])
 
     streaming = load_file(directory / STREAMING_CONFIG)
     validate(streaming, STREAMING_SPEC, str(directory / STREAMING_CONFIG))

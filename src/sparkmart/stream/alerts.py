@@ -82,6 +82,7 @@ class UnusualAmountParams:
     product_factor: float = 8.0
     customer_factor: float = 25.0
     customer_min_orders: int = 5
+    customer_product_factor: float = 2.0
     severity: str = "warning"
 
 
@@ -127,6 +128,7 @@ ALERTS_SPEC: Mapping[str, Any] = {
         "product_factor": float,
         "customer_factor": float,
         "customer_min_orders": int,
+        "customer_product_factor": float,
         "severity": _SEVERITY,
     },
     "customer_burst": {"min_orders": int, "severity": _SEVERITY},
@@ -196,6 +198,11 @@ class AlertParams:
             (
                 "unusual_amount.customer_min_orders",
                 self.unusual_amount.customer_min_orders >= 1,
+                ">= 1",
+            ),
+            (
+                "unusual_amount.customer_product_factor",
+                self.unusual_amount.customer_product_factor >= 1,
                 ">= 1",
             ),
             ("customer_burst.min_orders", self.customer_burst.min_orders >= 2, ">= 2"),
@@ -392,14 +399,25 @@ def _candidate(
 
 def unusual_amount_rule(params: UnusualAmountParams) -> Column:
     """Amount > product_factor x the product's normal line amount, or > customer_factor x the
-    customer's median order value when they have at least customer_min_orders past orders."""
+    customer's median order value when they have at least customer_min_orders past orders.
+
+    The customer test also needs the amount above customer_product_factor x the product's
+    normal line: a usual line of a pricier product is far above a thrifty customer's median
+    without being unusual (it was the rule's one false positive in a demo run).
+    """
     product_limit = F.lit(params.product_factor) * F.col("normal_line_amount")
     customer_limit = F.when(
         F.col("past_orders") >= params.customer_min_orders,
         F.lit(params.customer_factor) * F.col("median_order_value"),
     )
+    bigger_than_a_usual_line = F.coalesce(
+        F.col("amount") > F.lit(params.customer_product_factor) * F.col("normal_line_amount"),
+        F.lit(True),  # a product without history: the customer test alone decides
+    )
     over_product = F.coalesce(F.col("amount") > product_limit, F.lit(False))
-    over_customer = F.coalesce(F.col("amount") > customer_limit, F.lit(False))
+    over_customer = F.coalesce(F.col("amount") > customer_limit, F.lit(False)) & (
+        bigger_than_a_usual_line
+    )
     message = F.when(
         over_product,
         F.format_string(

@@ -253,7 +253,8 @@
       { key: "name", label: "product", format: (v, r) => `${v || "?"} (#${r.product_id})` },
       { key: "category", label: "category" },
       { key: "price", label: "price", num: true, format: (v) => SM.num(v, SM.money) },
-      { key: "score", label: "score", num: true, format: (v) => SM.num(v, new Intl.NumberFormat("en-US", { maximumFractionDigits: 3 })) },
+      // a null score is a "buy again" slot (bought before), not an ALS prediction
+      { key: "score", label: "score", num: true, format: (v) => (v === null || v === undefined) ? "buy again" : SM.num(v, new Intl.NumberFormat("en-US", { maximumFractionDigits: 3 })) },
     ], data.rows);
   }
 

@@ -342,8 +342,14 @@ UPSERT_CUSTOMER_MINUTE = (
 def test_customer_burst_across_two_batches_raises_one_alert(
     spark: SparkSession, stream_db: PgSettings
 ) -> None:
-    engine = make_engine(spark)  # min_orders 8
-    first = [(UPSERT_CUSTOMER_MINUTE, (at(0), 7, 5)), (UPSERT_CUSTOMER_MINUTE, (at(0), 8, 3))]
+    engine = make_engine(spark)  # min_orders 8, mean_factor 6
+    # 40 customers with one order each keep the minute's mean per customer low (8 decides)
+    quiet = [(UPSERT_CUSTOMER_MINUTE, (at(0), 100 + i, 1)) for i in range(40)]
+    first = [
+        *quiet,
+        (UPSERT_CUSTOMER_MINUTE, (at(0), 7, 5)),
+        (UPSERT_CUSTOMER_MINUTE, (at(0), 8, 3)),
+    ]
     assert run_batch(stream_db, engine, batch_context(0, None, None, [at(0)]), first) == 0
     second = [(UPSERT_CUSTOMER_MINUTE, (at(0), 7, 4)), (UPSERT_CUSTOMER_MINUTE, (at(1), 8, 2))]
     assert run_batch(stream_db, engine, batch_context(1, None, None, [at(0), at(1)]), second) == 1
@@ -353,6 +359,24 @@ def test_customer_burst_across_two_batches_raises_one_alert(
     fourth = [(UPSERT_CUSTOMER_MINUTE, (at(5), 9, 9))]
     assert run_batch(stream_db, engine, batch_context(3, None, None, []), fourth) == 0
     assert alerts_in(stream_db, "customer_burst") == [("7", at(0), 9.0, 8.0, 1)]
+
+
+@pytest.mark.postgres
+def test_customer_burst_threshold_rises_with_the_orders_per_customer(
+    spark: SparkSession, stream_db: PgSettings
+) -> None:
+    """At a high rate every customer orders often: 20 in a minute is ordinary when the mean
+    is 10, and only 6 x the mean (60) is a burst."""
+    engine = make_engine(spark)
+    busy = [(UPSERT_CUSTOMER_MINUTE, (at(0), 100 + i, 10)) for i in range(50)]
+    statements = [
+        *busy,
+        (UPSERT_CUSTOMER_MINUTE, (at(0), 7, 20)),
+        (UPSERT_CUSTOMER_MINUTE, (at(0), 8, 90)),
+    ]
+    assert run_batch(stream_db, engine, batch_context(0, None, None, [at(0)]), statements) == 1
+    # mean (500 + 20 + 90) / 52 = 11.7 -> threshold ceil(6 x 11.7) = 71
+    assert alerts_in(stream_db, "customer_burst") == [("8", at(0), 90.0, 71.0, 0)]
 
 
 def sales_minute(minute: float, orders: int) -> tuple[str, tuple]:

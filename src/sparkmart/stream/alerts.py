@@ -89,6 +89,9 @@ class UnusualAmountParams:
 @dataclass(frozen=True)
 class CustomerBurstParams:
     min_orders: int = 8
+    # ... and at least this x the minute's mean orders per active customer: at a high rate over
+    # a small catalog every customer orders several times a minute, and 8 is no burst
+    mean_factor: float = 6.0
     severity: str = "warning"
 
 
@@ -131,7 +134,11 @@ ALERTS_SPEC: Mapping[str, Any] = {
         "customer_product_factor": float,
         "severity": _SEVERITY,
     },
-    "customer_burst": {"min_orders": int, "severity": _SEVERITY},
+    "customer_burst": {
+        "min_orders": int,
+        "mean_factor": (float, False),
+        "severity": _SEVERITY,
+    },
     "sales_drop": {
         "baseline_minutes": int,
         "min_baseline_minutes": int,
@@ -206,6 +213,7 @@ class AlertParams:
                 ">= 1",
             ),
             ("customer_burst.min_orders", self.customer_burst.min_orders >= 2, ">= 2"),
+            ("customer_burst.mean_factor", self.customer_burst.mean_factor >= 1, ">= 1"),
             ("sales_drop.baseline_minutes", self.sales_drop.baseline_minutes >= 1, ">= 1"),
             (
                 "sales_drop.min_baseline_minutes",
@@ -585,21 +593,30 @@ INSERT INTO {ALERTS} (alert_id, alert_type, severity, alert_key, message, event_
 """
 _RETURN = " ON CONFLICT (alert_id) DO NOTHING RETURNING alert_type, severity, alert_key, message"
 
+# A burst: at least min_orders in the minute, and at least mean_factor x the minute's mean
+# orders per active customer (so the threshold rises with the input rate).
 CUSTOMER_BURST_SQL = (
     _INSERT
     + f"""
+WITH minutes AS (
+    SELECT window_start,
+           greatest(%(min_orders)s,
+                    ceil(%(mean_factor)s * sum(orders)::float8 / count(*)))::bigint AS threshold
+    FROM {CUSTOMER_MINUTE}
+    WHERE %(windows)s::timestamptz[] IS NULL OR window_start = ANY(%(windows)s::timestamptz[])
+    GROUP BY window_start
+)
 SELECT md5(concat_ws('|', 'customer_burst', m.customer_id::text,
                       extract(epoch FROM m.window_start)::bigint::text)),
        'customer_burst', %(severity)s, m.customer_id::text,
        format('customer %%s placed %%s orders in the minute from %%s (burst: %%s or more)',
               m.customer_id, m.orders,
               to_char(m.window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
-              %(min_orders)s),
-       m.window_start, %(detected_at)s, m.orders, %(min_orders)s, NULL,
+              t.threshold),
+       m.window_start, %(detected_at)s, m.orders, t.threshold, NULL,
        %(query_name)s, %(batch_id)s
-FROM {CUSTOMER_MINUTE} m
-WHERE m.orders >= %(min_orders)s
-  AND (%(windows)s::timestamptz[] IS NULL OR m.window_start = ANY(%(windows)s::timestamptz[]))
+FROM {CUSTOMER_MINUTE} m JOIN minutes t USING (window_start)
+WHERE m.orders >= t.threshold
 """
     + _RETURN
 )
@@ -712,6 +729,7 @@ def run_stateful_rules(cursor: Any, batch: BatchContext, params: AlertParams) ->
             **common,
             "severity": params.customer_burst.severity,
             "min_orders": params.customer_burst.min_orders,
+            "mean_factor": params.customer_burst.mean_factor,
         },
     )
     inserted += log_alerts(cursor.fetchall())

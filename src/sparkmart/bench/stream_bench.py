@@ -18,6 +18,7 @@ customers and products come from the gold layer of `make demo` (the `small` cata
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from typing import Any
 import yaml
 
 from sparkmart.bench.report import machine_description, markdown_table, median, update_section
-from sparkmart.config import STREAMING_CONFIG, default_config_dir, load_settings
+from sparkmart.config import SPARK_CONFIG, STREAMING_CONFIG, default_config_dir, load_settings
 from sparkmart.io.postgres import (
     PgSettings,
     drop_database,
@@ -89,9 +90,15 @@ class RateRun:
 
 def bench_config(scratch: Path, clean_stream: bool, roll_seconds: float) -> Path:
     """A copy of config/ whose simulator rolls its files every ``roll_seconds`` and plants no
-    delayed events (when ``clean_stream``)."""
+    delayed events (when ``clean_stream``), and whose Spark writes no event log (it would go
+    to the scratch directory, which is gone before the JVM's shutdown hook closes the log)."""
     target = scratch / "config"
     shutil.copytree(default_config_dir(), target, dirs_exist_ok=True)
+    spark_path = target / SPARK_CONFIG
+    spark_config = json.loads(spark_path.read_text())
+    for profile in spark_config["profiles"].values():
+        profile.setdefault("conf", {})["spark.eventLog.enabled"] = "false"
+    spark_path.write_text(json.dumps(spark_config, indent=2))
     path = target / STREAMING_CONFIG
     streaming = yaml.safe_load(path.read_text())
     streaming["simulator"]["roll_seconds"] = roll_seconds

@@ -105,8 +105,8 @@ def write_generated(
     try:
         return _write_all(data, out, formats, streaming_dir, log)
     finally:
-        for frame in shared:
-            frame.unpersist()
+        for frame in shared:  # blocking: an asynchronous removal races a SparkSession.stop()
+            frame.unpersist(blocking=True)
 
 
 def _write_all(

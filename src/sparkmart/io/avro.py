@@ -947,9 +947,20 @@ def _use_jvm(spark: SparkSession) -> bool:
     return jvm_avro_available(spark)
 
 
+_REGISTERED_ON: set[tuple[str, int]] = set()  # (application id, session) with the source
+
+
 def register_avro(spark: SparkSession) -> None:
-    """Make :data:`AVRO_FORMAT` usable on ``spark`` (re-registering the same class is harmless)."""
-    spark.dataSource.register(AvroDataSource)
+    """Make :data:`AVRO_FORMAT` usable on ``spark``, once per session: registering again works
+    but makes Spark warn "replaced a previously registered data source" on every step."""
+    try:
+        key = (spark.sparkContext.applicationId, id(spark))
+    except Exception:  # Spark Connect: no context here; register every time
+        spark.dataSource.register(AvroDataSource)
+        return
+    if key not in _REGISTERED_ON:
+        spark.dataSource.register(AvroDataSource)
+        _REGISTERED_ON.add(key)
 
 
 def write_avro(df: DataFrame, path: str | Path, mode: str = "overwrite") -> None:

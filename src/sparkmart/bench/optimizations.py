@@ -685,7 +685,8 @@ def normalise_phone_per_branch(value: Column) -> Column:
 
 def udf_kinds(inputs: Inputs) -> Experiment:
     """Phone normalisation (a quality-step rule) as built-in, pandas UDF and Python UDF."""
-    python_udf = F.udf(normalise_phone_python, StringType())
+    # useArrow=False: the classic pickled row-at-a-time UDF, whatever the session default
+    python_udf = F.udf(normalise_phone_python, StringType(), useArrow=False)
     pandas_udf = F.pandas_udf(normalise_phone_pandas, StringType())  # type: ignore[call-overload]
 
     def with_phone(function: Callable[[Any], Any]) -> Callable[[], Outcome]:

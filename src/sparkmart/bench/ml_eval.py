@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     log = get_logger("bench.ml")
     data_dir = args.data_dir or Path(tempfile.gettempdir()) / "sparkmart-ml" / args.scale
-    if args.prepare or not (load_settings(data_dir=data_dir).path("gold") / "orders").exists():
-        prepare(data_dir, args.scale, args.profile)
     settings = load_settings(profile=args.profile, data_dir=data_dir)
+    if args.prepare or not (settings.path("gold") / "orders").exists():
+        prepare(data_dir, args.scale, args.profile)
     spark = get_spark(settings.spark)
     load_start = os.getloadavg()[0]
     started = time.perf_counter()

@@ -176,22 +176,7 @@ def customer_ltv(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     ltv["avg_order_value"] = _money(avg_cents)
     for column in ("first_order_date", "last_order_date"):
         ltv[column] = ltv[column].dt.date
-    return ltv[
-        [
-            "customer_id",
-            "first_order_date",
-            "last_order_date",
-            "orders",
-            "revenue",
-            "avg_order_value",
-            "median_order_value",
-            "order_value_mad",
-            "tenure_days",
-            "days_since_last_order",
-            "purchase_rate_per_year",
-            "predicted_clv",
-        ]
-    ]
+    return ltv[W.MART_COLUMNS["customer_ltv"]]
 
 
 def product_performance(products: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
@@ -272,22 +257,7 @@ def sales_trends(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     trends["revenue"] = _money(trends["revenue"])
     for column in ("period_start", "period_end"):
         trends[column] = trends[column].dt.date
-    return trends[
-        [
-            "grain",
-            "period_start",
-            "period_end",
-            "is_complete",
-            "orders_placed",
-            "orders",
-            "units",
-            "revenue",
-            "orders_growth",
-            "revenue_growth",
-            "revenue_ma_7d",
-            "revenue_ma_28d",
-        ]
-    ]
+    return trends[W.MART_COLUMNS["sales_trends"]]
 
 
 def _month_index(month_start: pd.Series) -> pd.Series:
@@ -324,16 +294,7 @@ def cohorts(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     result["retention_rate"] = result["active_customers"] / result["cohort_size"]
     result["months_since_first"] = result["months_since_first"].astype("int32")
     result["cohort_month"] = result["cohort_month"].dt.date
-    return result[
-        [
-            "cohort_month",
-            "months_since_first",
-            "cohort_size",
-            "active_customers",
-            "retention_rate",
-            "revenue",
-        ]
-    ]
+    return result[W.MART_COLUMNS["cohorts"]]
 
 
 def _clean_for_parquet(frame: pd.DataFrame, entity: str) -> pd.DataFrame:

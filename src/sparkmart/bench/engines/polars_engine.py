@@ -184,20 +184,8 @@ def customer_ltv(lines: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
                 * (-pl.col("days_since_last_order") / W.CLV_INACTIVITY_DAYS).exp()
             ).round(2),
         )
-        .select(
-            "customer_id",
-            "first_order_date",
-            "last_order_date",
-            "orders",
-            _money("revenue").alias("revenue"),
-            _money("avg_cents").alias("avg_order_value"),
-            "median_order_value",
-            "order_value_mad",
-            "tenure_days",
-            "days_since_last_order",
-            "purchase_rate_per_year",
-            "predicted_clv",
-        )
+        .with_columns(revenue=_money("revenue"), avg_order_value=_money("avg_cents"))
+        .select(W.MART_COLUMNS["customer_ltv"])
     )
 
 
@@ -278,20 +266,8 @@ def sales_trends(lines: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
             orders_growth=_growth("orders").over("grain"),
             revenue_growth=_growth("revenue").over("grain"),
         )
-        .select(
-            "grain",
-            "period_start",
-            "period_end",
-            "is_complete",
-            "orders_placed",
-            "orders",
-            "units",
-            _money("revenue").alias("revenue"),
-            "orders_growth",
-            "revenue_growth",
-            "revenue_ma_7d",
-            "revenue_ma_28d",
-        )
+        .with_columns(revenue=_money("revenue"))
+        .select(W.MART_COLUMNS["sales_trends"])
     )
 
 
@@ -320,14 +296,11 @@ def cohorts(lines: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
     return (
         grid.join(cells, on=["cohort_month", "months_since_first"], how="left")
         .with_columns(pl.col("active_customers", "revenue").fill_null(0))
-        .select(
-            "cohort_month",
-            "months_since_first",
-            "cohort_size",
-            "active_customers",
-            (pl.col("active_customers") / pl.col("cohort_size")).alias("retention_rate"),
-            _money("revenue").alias("revenue"),
+        .with_columns(
+            retention_rate=pl.col("active_customers") / pl.col("cohort_size"),
+            revenue=_money("revenue"),
         )
+        .select(W.MART_COLUMNS["cohorts"])
     )
 
 

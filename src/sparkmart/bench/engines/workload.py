@@ -63,6 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sparkmart.batch.analytics import GOLD_SCHEMAS
 from sparkmart.batch.enrich import REALIZED_STATUSES
 from sparkmart.batch.rules import (
     DEFAULT_NULL_POLICY,
@@ -104,6 +105,8 @@ MART_KEYS: dict[str, list[str]] = {
     "clean_orders": ["order_id"],
 }
 OUTPUTS: tuple[str, ...] = tuple(f"clean_{entity}" for entity in ENTITIES) + MARTS
+# Each mart's columns, in the order of the pipeline's gold schema: every engine writes them so.
+MART_COLUMNS: dict[str, list[str]] = {mart: GOLD_SCHEMAS[mart].fieldNames() for mart in MARTS}
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ notebooks: setup  ## execute notebooks/*.ipynb in place on NOTEBOOK_DATA (genera
 
 bench: setup  ## Spark vs pandas/DuckDB/Polars at small+medium (SCALE=large adds large) -> docs/benchmarks.md
 	$(SPARKMART) bench --runs 3 --scales small,medium$$(case "$(SCALE)" in large) echo ,large;; \
-		xlarge) echo ,large,xlarge;; esac)
+		xlarge) echo ,large,xlarge;; xxlarge) echo ,large,xlarge,xxlarge;; esac)
 
 bench-all: bench bench-generate bench-batch bench-stream bench-ml bench-optimizations  ## every benchmark -> docs/benchmarks.md
 

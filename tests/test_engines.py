@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
+from pyspark.testing import assertDataFrameEqual
 
 from sparkmart.bench.engines import duckdb_engine, pandas_engine, polars_engine
 from sparkmart.bench.engines import spark as spark_engine
@@ -66,6 +67,35 @@ def test_cleaning_removes_duplicates_and_bad_rows(
     orders = _table(engine_outputs["pandas"] / "clean_orders")
     assert min(orders.column("quantity").to_pylist()) > 0
     assert orders.column("discount").null_count == 0
+
+
+def test_spark_dedupe_keeps_the_latest_row_per_key(spark: SparkSession) -> None:
+    """Repeated keys go through the window; single keys pass through; ties by the other columns."""
+    from decimal import Decimal as D
+
+    t1, t2 = dt.datetime(2025, 1, 1), dt.datetime(2025, 6, 1)
+    schema = W.RAW_SCHEMAS["products"]
+
+    def product(key: int, name: str, updated: dt.datetime | None) -> tuple:
+        return (key, name, "books", "acme", D("10.00"), D("4.00"), 5, updated)
+
+    raw = spark.createDataFrame(
+        [
+            product(1, "only", t1),  # single: kept as it is
+            product(2, "old", t1),
+            product(2, "new", t2),  # latest updated_at wins
+            product(3, "b", t2),
+            product(3, "a", t2),  # same updated_at: the smaller name wins
+            product(4, "dated", t1),
+            product(4, "undated", None),  # a null updated_at loses
+        ],
+        schema,
+    )
+    kept = raw.transform(spark_engine.dedupe_latest("products")).select("product_id", "name")
+    assertDataFrameEqual(
+        kept,
+        [Row(product_id=k, name=n) for k, n in [(1, "only"), (2, "new"), (3, "a"), (4, "dated")]],
+    )
 
 
 def test_marts_are_not_empty(engine_outputs: dict[str, Path]) -> None:

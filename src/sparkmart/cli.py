@@ -577,7 +577,10 @@ def dashboard_hint(settings: Settings) -> str:
 @app.command()
 def bench(
     scales: Annotated[
-        str, typer.Option(help="Comma-separated: tiny, small, medium, large, xlarge (50M orders).")
+        str,
+        typer.Option(
+            help="Comma-separated: tiny, small, medium, large, xlarge (50M orders), xxlarge (100M)."
+        ),
     ] = "small,medium",
     runs: Annotated[int, typer.Option(help="Runs per engine and scale (median reported).")] = 3,
     engines: Annotated[

@@ -451,13 +451,13 @@ def notes(result: dict[str, Any]) -> list[str]:
         )
     if any(status(result, "pandas", s).startswith("out_of_memory") for s in scales):
         out.append("- pandas' out-of-memory result is a result: the job cannot run at that size.")
-    missing = [s for s in ("large", "xlarge") if s not in scales]
+    missing = [s for s in ("large", "xlarge", "xxlarge") if s not in scales]
     if missing:
         text = (
             f"- Not measured in this run: {', '.join(f'`{s}`' for s in missing)} "
             "(`make bench SCALE=large` adds 10M orders; `SCALE=xlarge` also 50M orders, "
             "where pandas is expected to exceed the 16 GiB cap and is recorded as "
-            "`out_of_memory`)."
+            "`out_of_memory`; `SCALE=xxlarge` also 100M orders)."
         )
         points = [
             (result["scales"][s]["counts"]["orders"], p)

@@ -1,8 +1,9 @@
 """The workload in Spark: the marts are the pipeline's own functions, not a reimplementation.
 
 ``ingest_clean`` is the benchmark's subset of the quality rules (see ``workload``), written with
-built-in functions; ``prepare`` is ``enrich.order_lines`` (persisted: five outputs read it) and
-``analytics.resolve_as_of``; each mart step is ``analytics.<mart>`` written as Parquet.
+built-in functions; ``prepare`` is ``enrich.order_lines`` (the columns the marts read,
+persisted: four marts read them) and ``analytics.resolve_as_of``; each mart step is
+``analytics.<mart>`` written as Parquet.
 """
 
 from __future__ import annotations
@@ -22,19 +23,37 @@ from sparkmart.schemas import RAW_SCHEMAS
 
 
 def dedupe_latest(entity: str) -> Callable[[DataFrame], DataFrame]:
-    """Keep one row per key: latest updated_at (nulls last), ties by the other columns."""
+    """Keep one row per key: latest updated_at (nulls last), ties by the other columns.
+
+    Only keys that occur more than once need the window's sort, and they are few (2% of the
+    generator's rows). They are found by counting the key column alone and broadcast; the other
+    rows pass through with no shuffle. At 10M orders this replaces a shuffle and sort of every
+    row by one of a single column (docs/optimizations.md). Rows without a key pass through
+    (the required-column rule drops them).
+    """
     key = W.PRIMARY_KEYS[entity]
     order = [F.col("updated_at").desc_nulls_last()] + [
         F.col(c).asc_nulls_last() for c in W.sort_columns(entity)
     ]
     by_key = Window.partitionBy(key).orderBy(*order)
+    repeated_key = "_repeated_key"
 
     def dedupe(df: DataFrame) -> DataFrame:
-        return (
-            df.withColumn("_rank", F.row_number().over(by_key))
+        repeated = F.broadcast(
+            df.groupBy(key)
+            .agg(F.count(F.lit(1)).alias("rows"))
+            .filter(F.col("rows") > 1)
+            .select(F.col(key).alias(repeated_key))
+        )
+        is_repeated = F.col(key) == F.col(repeated_key)
+        single = df.join(repeated, is_repeated, "left_anti")
+        latest = (
+            df.join(repeated, is_repeated, "left_semi")
+            .withColumn("_rank", F.row_number().over(by_key))
             .filter(F.col("_rank") == 1)
             .drop("_rank")
         )
+        return single.unionByName(latest)
 
     return dedupe
 
@@ -107,6 +126,21 @@ def clean(raw: dict[str, DataFrame], params: W.WorkloadParams) -> dict[str, Data
     return {"customers": customers, "products": products, "orders": orders}
 
 
+# The order-line columns the four marts read (and order_ts, for ``resolve_as_of``). Only these
+# are cached: building and scanning the cache of all 19 columns took twice as long at 10M
+# orders (docs/optimizations.md). A mart that reads another column fails here loudly.
+MART_INPUTS: tuple[str, ...] = (
+    "customer_id",
+    "product_id",
+    "quantity",
+    "order_ts",
+    "order_date",
+    "net_revenue",
+    "cost",
+    "is_realized",
+)
+
+
 def _write(df: DataFrame, path: Path) -> None:
     df.write.mode("overwrite").parquet(str(path))
 
@@ -131,7 +165,11 @@ def run(
         orders = spark.read.parquet(str(out / "clean_orders"))
         threshold = int(spark.conf.get("spark.sql.autoBroadcastJoinThreshold", "-1"))
         broadcast = should_broadcast(products.count(), max(threshold, 0) // (1024 * 1024))
-        lines = order_lines(orders, products, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
+        lines = (
+            order_lines(orders, products, broadcast)
+            .select(*MART_INPUTS)
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
         as_of = analytics.resolve_as_of(lines)  # also materialises the persisted lines
     marts = {
         "customer_ltv": lambda: analytics.customer_ltv(lines, as_of),

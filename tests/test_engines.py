@@ -70,7 +70,7 @@ def test_cleaning_removes_duplicates_and_bad_rows(
 
 
 def test_spark_dedupe_keeps_the_latest_row_per_key(spark: SparkSession) -> None:
-    """Repeated keys go through the window; single keys pass through; ties by the other columns."""
+    """The latest row per key; ties on updated_at go to the smaller other columns."""
     from decimal import Decimal as D
 
     t1, t2 = dt.datetime(2025, 1, 1), dt.datetime(2025, 6, 1)

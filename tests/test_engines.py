@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -136,3 +137,46 @@ def test_wrong_raw_type_is_a_clear_error(tiny_raw: Path, tmp_path: Path) -> None
     pq.write_table(bad, orders / "part-0.parquet")
     with pytest.raises(ValueError, match=r"part-0\.parquet: column 'quantity' is string"):
         W.check_raw_schema(raw, "orders")
+
+
+def test_results_keep_earlier_scales_in_scale_order(tmp_path: Path) -> None:
+    """A run of `small` keeps the `xlarge` measured before it; both listed smallest first."""
+    from sparkmart.bench.engines_bench import merge_previous
+
+    def document(scale: str, seconds: float) -> dict:
+        record = {"engine": "spark", "scale": scale, "run": 1, "step": "total",
+                  "seconds": seconds, "load_average": 1.0}  # fmt: skip
+        return {
+            "engines": ["spark"],
+            "measured_at": f"{scale} time",
+            "scales": {scale: {"counts": {"orders": 1}}},
+            "equality": {scale: {"spark": "reference"}},
+            "records": [record],
+        }
+
+    previous = tmp_path / "engines.json"
+    previous.write_text(json.dumps(merge_previous(document("xlarge", 300.0), previous)))
+    merged = merge_previous(document("small", 20.0), previous)
+    assert list(merged["scales"]) == ["small", "xlarge"]
+    assert list(merged["equality"]) == ["small", "xlarge"]
+    assert merged["scales"]["xlarge"]["measured_at"] == "xlarge time"
+    assert sorted(r["seconds"] for r in merged["records"]) == [20.0, 300.0]
+
+
+def test_compare_output_matches_rows_by_key(tmp_path: Path) -> None:
+    """Decimal and float64 money compare as values; a missing or extra key is reported."""
+    from decimal import Decimal
+
+    def write(name: str, ids: list[int], revenue: pa.Array) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        table = pa.table({"product_id": pa.array(ids, pa.int64()), "revenue": revenue})
+        pq.write_table(table, path / "part.parquet")
+        return path
+
+    spark_like = write("spark", [1, 2], pa.array([Decimal("1.10"), None], pa.decimal128(18, 2)))
+    pandas_like = write("pandas", [2, 1], pa.array([None, 1.1]))
+    assert W.compare_output("product_performance", spark_like, pandas_like) is None
+    other_key = write("other", [1, 3], pa.array([1.1, None]))
+    mismatch = W.compare_output("product_performance", spark_like, other_key)
+    assert mismatch is not None and "missing" in str(mismatch)

@@ -449,7 +449,9 @@ def _fill_gaps(
     of key -> values. ``cells`` is small (days, cohort cells), so each group is folded into one
     map and looked up once per key. Joining a generated grid back to ``cells`` would reference
     ``cells`` twice, and each reference is its own scan of the order lines: Spark does not
-    reuse the exchange when the optimizer prunes the two branches differently.
+    reuse the exchange when the optimizer prunes the two branches differently. The result keeps
+    each group's map as ``_found``, so a caller can read another key's cell (``cohorts`` reads
+    month 0 for the cohort size).
     """
     found = F.map_from_entries(F.collect_list(F.struct(key, F.struct(*values))))
     cell = F.col("_found")[F.col(key)]

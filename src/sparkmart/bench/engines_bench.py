@@ -490,10 +490,8 @@ def merge_previous(document: dict[str, Any], path: Path) -> dict[str, Any]:
     order = [s for s in SCALES if s in old_scales or s in document["scales"]]
     all_scales = {**old_scales, **document["scales"]}
     merged["scales"] = {s: all_scales[s] for s in order}
-    merged["equality"] = {
-        **{s: previous["equality"][s] for s in old_scales},
-        **document["equality"],
-    }
+    all_equality = {**{s: previous["equality"][s] for s in old_scales}, **document["equality"]}
+    merged["equality"] = {s: all_equality[s] for s in order}
     merged["records"] = [r for r in previous["records"] if r["scale"] in old_scales]
     merged["records"] += document["records"]
     return merged
@@ -541,6 +539,9 @@ def bench(
         )
     print()
     print(engines_report.summary_table(result))
+    for scale in scales:
+        print(f"\nPer step at `{scale}` (median seconds):\n")
+        print(engines_report.step_table(result, scale))
     return result
 
 

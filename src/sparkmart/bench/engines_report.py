@@ -297,7 +297,10 @@ def _scale_stamp(result: dict[str, Any], scale: str, info: dict[str, Any]) -> st
 def markdown(result: dict[str, Any], charts: Sequence[Path]) -> str:
     """The ``engines`` section of docs/benchmarks.md."""
     scales = list(result["scales"])
-    largest = scales[-1]
+    # Per-step tables from 10M orders up (the scale of the targets), else the largest scale.
+    step_scales = [
+        s for s in scales if result["scales"][s]["counts"]["orders"] >= 10_000_000
+    ] or scales[-1:]
     machine = result["machine"]
     counts = "\n".join(
         f"- `{s}`: {c['counts']['customers']:,} customers, {c['counts']['products']:,} products, "
@@ -351,10 +354,16 @@ def markdown(result: dict[str, Any], charts: Sequence[Path]) -> str:
             "",
             summary_table(result),
             "",
-            f"Per step at `{largest}` (median seconds):",
-            "",
-            step_table(result, largest),
-            "",
+            *[
+                line
+                for scale in step_scales
+                for line in (
+                    f"Per step at `{scale}` (median seconds):",
+                    "",
+                    step_table(result, scale),
+                    "",
+                )
+            ],
             images,
             "",
             "Reading it (numbers from this run):",

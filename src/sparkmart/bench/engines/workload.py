@@ -54,13 +54,13 @@ steps, each ending in Parquet files under ``<out>/``:
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sparkmart.batch.analytics import GOLD_SCHEMAS
@@ -204,67 +204,97 @@ class Mismatch:
         return f"{self.output}: {self.message}"
 
 
-def _load(path: Path) -> pa.Table:
-    return pa.concat_tables(
-        [pq.read_table(f) for f in parquet_files(path)], promote_options="permissive"
-    )
+def _dataset(path: Path) -> str:
+    """A DuckDB table expression over a Parquet dataset's part files."""
+    files = ", ".join("'" + str(f).replace("'", "''") + "'" for f in parquet_files(path))
+    return f"read_parquet([{files}])"
 
 
-def _normalised(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Decimals as doubles (pandas and Polars write money as float64), timestamps naive us."""
-    if pa.types.is_decimal(column.type):
-        return column.cast(pa.float64())
-    if pa.types.is_timestamp(column.type):
-        return column.cast(pa.timestamp("us"))
-    return column
+_NUMERIC = ("FLOAT", "DOUBLE", "DECIMAL")
+# The equality check joins two engines' outputs (100M rows of clean orders at `xxlarge`) in
+# DuckDB, which spills past this limit into a temporary directory.
+COMPARE_MEMORY_LIMIT = "4GiB"
 
 
-def _first_difference(
-    left: pa.ChunkedArray, right: pa.ChunkedArray, rel: float, abs_tol: float
-) -> int | None:
-    """Index of the first row where two columns differ (nulls equal nulls), vectorised."""
-    left, right = _normalised(left), _normalised(right)
-    left_null = left.is_null().to_numpy(zero_copy_only=False)
-    right_null = right.is_null().to_numpy(zero_copy_only=False)
-    both = ~left_null & ~right_null
-    if pa.types.is_floating(left.type) or pa.types.is_floating(right.type):
-        a = left.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
-        b = right.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
-        with np.errstate(invalid="ignore"):
-            same = np.abs(a - b) <= np.maximum(rel * np.maximum(np.abs(a), np.abs(b)), abs_tol)
-        same |= np.isnan(a) & np.isnan(b)
-    else:
-        same = pc.fill_null(pc.equal(left, right), True).to_numpy(zero_copy_only=False)
-    bad = (left_null != right_null) | (both & ~same)
-    indexes = np.flatnonzero(bad)
-    return int(indexes[0]) if indexes.size else None
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    described = con.execute(f"DESCRIBE SELECT * FROM {table}").fetchall()
+    return {name: kind for name, kind, *_ in described}
+
+
+def _comparable(side: str, column: str, kind: str) -> str:
+    """Money as DOUBLE (pandas and Polars write float64), timestamps as naive UTC."""
+    value = f'{side}."{column}"'
+    if kind.startswith(_NUMERIC):
+        return f"{value}::DOUBLE"
+    if kind.startswith("TIMESTAMP"):
+        return f"{value}::TIMESTAMP"
+    return value
 
 
 def compare_output(
     name: str, expected_path: Path, actual_path: Path, rel: float = 1e-9, abs_tol: float = 1e-6
 ) -> Mismatch | None:
-    """Compare one output of two engines: same columns, rows sorted by key, floats with tolerance.
+    """Compare one output of two engines: same columns, rows matched by key, floats with tolerance.
 
-    Rounded doubles (``round(x, 2)`` of a double) may differ by one unit in the last place
-    between engines; they are compared with ``abs_tol`` = 0.01 for the columns listed in
-    ``ROUNDED_DOUBLES``.
+    Numeric columns (doubles, and decimals, compared as doubles) match within ``rel`` relative or
+    ``abs_tol`` absolute; nulls equal nulls, NaN equals NaN. Rounded doubles (``round(x, 2)`` of a
+    double) may differ by one unit in the last place between engines; they are compared with
+    the tolerance listed in ``ROUNDED_DOUBLES``. The check runs in DuckDB under a memory limit,
+    so it spills rather than holding two 100M-row tables in memory (it once did, and the
+    kernel killed the benchmark).
     """
     keys = MART_KEYS[name]
-    expected = _load(expected_path).sort_by([(k, "ascending") for k in keys])
-    actual = _load(actual_path).sort_by([(k, "ascending") for k in keys])
-    if expected.column_names != actual.column_names:
-        return Mismatch(name, f"columns {actual.column_names} != {expected.column_names}")
-    if expected.num_rows != actual.num_rows:
-        return Mismatch(name, f"{actual.num_rows} rows, expected {expected.num_rows}")
-    for column in expected.column_names:
-        tolerance = ROUNDED_DOUBLES.get((name, column), abs_tol)
-        left, right = expected.column(column), actual.column(column)
-        index = _first_difference(left, right, rel, tolerance)
-        if index is not None:
-            key = {k: expected.column(k)[index].as_py() for k in keys}
-            found, wanted = right[index].as_py(), left[index].as_py()
-            return Mismatch(name, f"{column} at {key}: {found!r}, expected {wanted!r}")
-    return None
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{COMPARE_MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{Path(tempfile.gettempdir()) / 'sparkmart-compare'}'")
+    try:
+        expected, actual = _dataset(expected_path), _dataset(actual_path)
+        wanted, found = _columns(con, expected), _columns(con, actual)
+        if list(wanted) != list(found):
+            return Mismatch(name, f"columns {list(found)} != {list(wanted)}")
+        rows = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (expected, actual)]
+        if rows[0] != rows[1]:
+            return Mismatch(name, f"{rows[1]} rows, expected {rows[0]}")
+        differs = {}
+        for column, kind in wanted.items():
+            left = _comparable("e", column, kind)
+            right = _comparable("a", column, found[column])
+            if kind.startswith(_NUMERIC) or found[column].startswith(_NUMERIC):
+                tolerance = ROUNDED_DOUBLES.get((name, column), abs_tol)
+                same = (
+                    f"({left} IS NULL AND {right} IS NULL) OR (isnan({left}) AND isnan({right}))"
+                    f" OR abs({left} - {right}) <= greatest({rel} * greatest(abs({left}),"
+                    f" abs({right})), {tolerance})"
+                )
+                differs[column] = f"NOT coalesce({same}, false)"
+            else:
+                differs[column] = f"{left} IS DISTINCT FROM {right}"
+        on = " AND ".join(f'e."{k}" = a."{k}"' for k in keys)
+        key_columns = ", ".join(f'{side}."{k}"' for side in ("e", "a") for k in keys)
+        row = con.execute(
+            f"SELECT {key_columns}, {', '.join(differs.values())}"
+            f" FROM {expected} e FULL OUTER JOIN {actual} a ON {on}"
+            f' WHERE e."{keys[0]}" IS NULL OR a."{keys[0]}" IS NULL OR '
+            + " OR ".join(f"({test})" for test in differs.values())
+            + " LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        expected_key, actual_key = row[: len(keys)], row[len(keys) : 2 * len(keys)]
+        if actual_key[0] is None:
+            return Mismatch(name, f"row {dict(zip(keys, expected_key, strict=True))} missing")
+        if expected_key[0] is None:
+            return Mismatch(name, f"unexpected row {dict(zip(keys, actual_key, strict=True))}")
+        column = next(c for c, flag in zip(differs, row[2 * len(keys) :], strict=True) if flag)
+        key = dict(zip(keys, expected_key, strict=True))
+        where = " AND ".join(f'"{k}" = ?' for k in keys)
+        value_of = f'SELECT "{column}" FROM {{}} WHERE {where}'
+        wanted_value = con.execute(value_of.format(expected), list(expected_key)).fetchone()[0]
+        found_value = con.execute(value_of.format(actual), list(expected_key)).fetchone()[0]
+        return Mismatch(name, f"{column} at {key}: {found_value!r}, expected {wanted_value!r}")
+    finally:
+        con.close()
 
 
 # Doubles rounded to a few decimals: half-up (Spark) and half-even/binary rounding of the same

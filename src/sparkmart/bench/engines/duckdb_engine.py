@@ -14,13 +14,8 @@ import duckdb
 from sparkmart.bench.engines import workload as W
 from sparkmart.bench.engines.timer import StepTimer
 
-
-def _q(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-def _files(path: Path) -> str:
-    return "[" + ", ".join(_q(str(f)) for f in W.parquet_files(path)) + "]"
+_q = W.sql_literal
+_files = W.parquet_list_sql
 
 
 def _dedupe_sql(entity: str, source: str) -> str:
@@ -235,20 +230,10 @@ FROM grid g LEFT JOIN cells c USING (cohort_month, months_since_first)"""
 MEMORY_LIMIT = "10GiB"
 
 
-def connect(spill_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory database; dates are taken in UTC like Spark's session time zone."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = {_q(MEMORY_LIMIT)}")
-    if spill_dir is not None:
-        con.execute(f"SET temp_directory = {_q(str(spill_dir))}")
-    return con
-
-
 def run(raw: Path, out: Path, params: W.WorkloadParams, timer: StepTimer) -> None:
     """Every step of the workload, timed."""
     spill_dir = out / "_spill"
-    con = connect(spill_dir)
+    con = W.duckdb_connect(MEMORY_LIMIT, spill_dir)
     with timer.step("ingest_clean"):
         ingest_clean(con, raw, out, params)
     with timer.step("prepare"):

@@ -204,10 +204,25 @@ class Mismatch:
         return f"{self.output}: {self.message}"
 
 
-def _dataset(path: Path) -> str:
-    """A DuckDB table expression over a Parquet dataset's part files."""
-    files = ", ".join("'" + str(f).replace("'", "''") + "'" for f in parquet_files(path))
-    return f"read_parquet([{files}])"
+def sql_literal(text: object) -> str:
+    """``text`` as a quoted SQL string literal (DuckDB)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def parquet_list_sql(path: Path) -> str:
+    """A Parquet dataset's part files as a DuckDB list literal, for ``read_parquet(...)``."""
+    return "[" + ", ".join(sql_literal(f) for f in parquet_files(path)) + "]"
+
+
+def duckdb_connect(memory_limit: str, spill_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB database with dates in UTC (Spark's session time zone), spilling
+    past ``memory_limit`` into ``spill_dir`` (DuckDB's default place when None)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+    if spill_dir is not None:
+        con.execute(f"SET temp_directory = {sql_literal(spill_dir)}")
+    return con
 
 
 _NUMERIC = ("FLOAT", "DOUBLE", "DECIMAL")
@@ -244,12 +259,10 @@ def compare_output(
     kernel killed the benchmark).
     """
     keys = MART_KEYS[name]
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{COMPARE_MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{Path(tempfile.gettempdir()) / 'sparkmart-compare'}'")
+    con = duckdb_connect(COMPARE_MEMORY_LIMIT, Path(tempfile.gettempdir()) / "sparkmart-compare")
     try:
-        expected, actual = _dataset(expected_path), _dataset(actual_path)
+        expected = f"read_parquet({parquet_list_sql(expected_path)})"
+        actual = f"read_parquet({parquet_list_sql(actual_path)})"
         wanted, found = _columns(con, expected), _columns(con, actual)
         if list(wanted) != list(found):
             return Mismatch(name, f"columns {list(found)} != {list(wanted)}")
@@ -272,8 +285,10 @@ def compare_output(
                 differs[column] = f"{left} IS DISTINCT FROM {right}"
         on = " AND ".join(f'e."{k}" = a."{k}"' for k in keys)
         key_columns = ", ".join(f'{side}."{k}"' for side in ("e", "a") for k in keys)
+        # Per column: its flag, then the expected and the actual value (for the message).
+        checks = ", ".join(f'{test}, e."{c}", a."{c}"' for c, test in differs.items())
         row = con.execute(
-            f"SELECT {key_columns}, {', '.join(differs.values())}"
+            f"SELECT {key_columns}, {checks}"
             f" FROM {expected} e FULL OUTER JOIN {actual} a ON {on}"
             f' WHERE e."{keys[0]}" IS NULL OR a."{keys[0]}" IS NULL OR '
             + " OR ".join(f"({test})" for test in differs.values())
@@ -286,13 +301,14 @@ def compare_output(
             return Mismatch(name, f"row {dict(zip(keys, expected_key, strict=True))} missing")
         if expected_key[0] is None:
             return Mismatch(name, f"unexpected row {dict(zip(keys, actual_key, strict=True))}")
-        column = next(c for c, flag in zip(differs, row[2 * len(keys) :], strict=True) if flag)
-        key = dict(zip(keys, expected_key, strict=True))
-        where = " AND ".join(f'"{k}" = ?' for k in keys)
-        value_of = f'SELECT "{column}" FROM {{}} WHERE {where}'
-        wanted_value = con.execute(value_of.format(expected), list(expected_key)).fetchone()[0]
-        found_value = con.execute(value_of.format(actual), list(expected_key)).fetchone()[0]
-        return Mismatch(name, f"{column} at {key}: {found_value!r}, expected {wanted_value!r}")
+        values = row[2 * len(keys) :]
+        for index, column in enumerate(differs):
+            differ, wanted_value, found_value = values[3 * index : 3 * index + 3]
+            if differ:
+                key = dict(zip(keys, expected_key, strict=True))
+                message = f"{column} at {key}: {found_value!r}, expected {wanted_value!r}"
+                return Mismatch(name, message)
+        raise AssertionError("a differing row with no differing column")
     finally:
         con.close()
 

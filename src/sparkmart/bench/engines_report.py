@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sparkmart.bench.engines import duckdb_engine
 from sparkmart.bench.report import markdown_table
 
 STEPS = (
@@ -338,7 +339,7 @@ def markdown(result: dict[str, Any], charts: Sequence[Path]) -> str:
             "mart (`customer_ltv`, `product_performance`, `sales_trends`, `cohorts`, exactly as "
             "in `docs/definitions.md`) is computed and written as Parquet. Spark runs the "
             "pipeline's own mart functions (`batch.analytics`), local[2], profile `local`; "
-            "DuckDB runs under `memory_limit` 10 GiB and spills past it. "
+            f"DuckDB runs under `memory_limit` {duckdb_engine.MEMORY_LIMIT} and spills past it. "
             "Each engine x run is its own process; peak RSS is the whole process tree (the JVM "
             "for Spark), sampled every 0.1 s. Spark's JVM start is measured separately and is "
             "not in the workload time; 'end to end' adds it. Times are medians of the runs; "
